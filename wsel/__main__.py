@@ -1,0 +1,3 @@
+from wsel.cli import main
+
+main()

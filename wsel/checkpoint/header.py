@@ -1,0 +1,174 @@
+"""Strict safetensors header parsing. Reads the header only; never a tensor's data.
+
+The format: 8 bytes little-endian header length N, N bytes of UTF-8 JSON (an object mapping tensor
+names to {dtype, shape, data_offsets}, plus an optional "__metadata__" of string to string), then
+the data buffer. Offsets are relative to the data buffer and must tile it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsel.checkpoint.dtypes import DTYPES, byte_length
+from wsel.errors import CheckpointError
+
+# The safetensors reference implementation refuses headers above 100 MB; so do we, before reading it.
+MAX_HEADER_BYTES = 100_000_000
+METADATA_KEY = "__metadata__"
+TENSOR_KEYS = ("dtype", "shape", "data_offsets")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a checkpoint, as its header describes it. `start`/`end` are absolute file offsets."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: Path
+    start: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed, validated safetensors header: tensors in file order, metadata, file size."""
+
+    path: Path
+    tensors: tuple[TensorInfo, ...]
+    metadata: dict[str, str]
+    header_bytes: bytes  # the raw JSON, kept for fingerprints
+    file_size: int
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def read_header(path: str | os.PathLike[str]) -> Header:
+    """Parse and validate the header of one safetensors file. Raises CheckpointError naming the file."""
+    path = Path(path)
+
+    def fail(problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {problem}")
+
+    if path.is_dir():
+        raise fail("is a directory, expected a .safetensors file")
+    try:
+        with open(path, "rb") as f:
+            file_size = os.fstat(f.fileno()).st_size
+            if file_size < 8:
+                raise fail(f"file is {file_size} bytes, too short for a safetensors header (truncated?)")
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > MAX_HEADER_BYTES:
+                raise fail(f"header length {header_len} exceeds the {MAX_HEADER_BYTES} byte limit")
+            if header_len > file_size - 8:
+                raise fail(f"header length {header_len} runs past the end of the file ({file_size} bytes; truncated?)")
+            raw = f.read(header_len)
+    except OSError as e:
+        raise fail(f"cannot read: {e.strerror or e}") from None
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise fail(f"header is not valid UTF-8 (byte {e.start})") from None
+    if not text.startswith("{"):
+        raise fail("header is not a JSON object")
+    try:
+        doc = json.loads(text, object_pairs_hook=_reject_duplicates)
+    except _DuplicateKey as e:
+        raise fail(f"duplicate tensor name {e.args[0]!r} in header") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise fail(f"header is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise fail("header is not a JSON object")
+
+    metadata = _parse_metadata(doc.pop(METADATA_KEY, {}), fail)
+    data_start = 8 + header_len
+    data_size = file_size - data_start
+    tensors = [_parse_entry(name, entry, path, data_start, fail) for name, entry in doc.items()]
+    _check_tiling(tensors, data_start, data_size, fail)
+    tensors.sort(key=lambda t: (t.start, t.end))
+    return Header(path, tuple(tensors), metadata, raw, file_size)
+
+
+def _parse_metadata(meta: Any, fail: Any) -> dict[str, str]:
+    if not isinstance(meta, dict):
+        raise fail(f"{METADATA_KEY} must be an object of strings")
+    for key, value in meta.items():
+        if not isinstance(value, str):
+            raise fail(f"{METADATA_KEY} value for {key!r} is not a string")
+    return dict(meta)
+
+
+def _parse_entry(name: str, entry: Any, path: Path, data_start: int, fail: Any) -> TensorInfo:
+    if not isinstance(entry, dict):
+        raise fail(f"tensor {name!r}: entry is not an object")
+    missing = [k for k in TENSOR_KEYS if k not in entry]
+    if missing:
+        raise fail(f"tensor {name!r}: missing {', '.join(missing)}")
+    extra = sorted(set(entry) - set(TENSOR_KEYS))
+    if extra:
+        raise fail(f"tensor {name!r}: unknown field {', '.join(extra)}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise fail(f"tensor {name!r}: unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise fail(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_int(o) and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise fail(f"tensor {name!r}: data_offsets {offsets!r} is not [begin, end] with 0 <= begin <= end")
+    numel = math.prod(shape)
+    expected = byte_length(dtype, numel)
+    if offsets[1] - offsets[0] != expected:
+        raise fail(
+            f"tensor {name!r}: data_offsets span {offsets[1] - offsets[0]} bytes but {dtype}{shape} needs {expected}"
+        )
+    return TensorInfo(name, dtype, tuple(shape), path, data_start + offsets[0], data_start + offsets[1])
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_tiling(tensors: list[TensorInfo], data_start: int, data_size: int, fail: Any) -> None:
+    """Offsets must cover the data buffer from 0 with no gap, no overlap and nothing after."""
+    position = data_start
+    for t in sorted(tensors, key=lambda t: (t.start, t.end)):
+        if t.start > position:
+            raise fail(f"tensor {t.name!r}: gap of {t.start - position} bytes before its data")
+        if t.start < position:
+            raise fail(f"tensor {t.name!r}: data overlaps the previous tensor")
+        position = t.end
+    end = data_start + data_size
+    if position > end:
+        raise fail(f"data ends at byte {position - data_start} but the file holds {data_size} (truncated?)")
+    if position < end:
+        raise fail(f"{end - position} unexpected trailing bytes after the last tensor")

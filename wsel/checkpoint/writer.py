@@ -1,0 +1,165 @@
+"""A streaming safetensors writer whose header is fixed before any data arrives.
+
+States: OPEN (header written to a temporary file) → DATA (tensors written in header order) →
+FINISHED (size checked, fsynced) → COMMITTED (atomically renamed to the final name).
+Leaving the context in any other state removes the temporary file, so a half-written
+checkpoint never exists under its final name.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from wsel.checkpoint.dtypes import byte_length
+from wsel.errors import OutputError
+
+PARTIAL_SUFFIX = ".wsel-partial"  # temporary files are `.{final name}.wsel-partial`: visibly not a checkpoint
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return byte_length(self.dtype, math.prod(self.shape))
+
+
+def encode_header(tensors: Iterable[OutputTensor], metadata: dict[str, str]) -> bytes:
+    """The header bytes (length prefix included): metadata first, tensors in the given order.
+
+    Written by hand, keys in a fixed order, so identical inputs give identical bytes; padded with
+    spaces to a multiple of 8 like the reference implementation, so tensor data is aligned.
+    """
+    doc: dict[str, object] = {}
+    if metadata:
+        doc["__metadata__"] = {k: metadata[k] for k in sorted(metadata)}
+    offset = 0
+    for t in tensors:
+        if t.name in doc or t.name == "__metadata__":
+            raise ValueError(f"duplicate tensor name {t.name!r}")
+        doc[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body += b" " * (-len(body) % 8)
+    return len(body).to_bytes(8, "little") + body
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    DATA = "data"
+    FINISHED = "finished"
+    COMMITTED = "committed"
+    FAILED = "failed"
+
+
+class SafetensorsWriter:
+    """Write one safetensors file: `with SafetensorsWriter(...) as w: w.write(name, chunks) ...; w.finish()`,
+    then `w.commit()` (possibly after other writers finished, so that a set of shards appears together).
+    """
+
+    def __init__(self, path: Path, tensors: list[OutputTensor], metadata: dict[str, str]) -> None:
+        self.path = Path(path)
+        self.tensors = list(tensors)
+        self.header = encode_header(self.tensors, metadata)
+        self.size = len(self.header) + sum(t.nbytes for t in self.tensors)
+        self.temp_path = self.path.with_name(f".{self.path.name}{PARTIAL_SUFFIX}")
+        self._state = _State.NEW
+        self._next = 0  # index of the next tensor expected
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> SafetensorsWriter:
+        try:
+            self._file = open(self.temp_path, "wb")  # noqa: SIM115 - closed in finish()/__exit__
+            self._file.write(self.header)
+        except OSError as e:
+            self._fail()
+            raise OutputError(f"{self.path}: cannot write: {e.strerror or e}") from None
+        self._state = _State.DATA
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._state not in (_State.FINISHED, _State.COMMITTED):
+            self._fail()
+
+    def write(self, name: str, chunks: Iterable[bytes]) -> int:
+        """Write the next tensor's bytes; it must be the next one in header order and exactly its size."""
+        self._expect(_State.DATA)
+        if self._next >= len(self.tensors):
+            raise ValueError(f"{self.path}: tensor {name!r} is not in the header")
+        expected = self.tensors[self._next]
+        if name != expected.name:
+            raise ValueError(f"{self.path}: tensor {name!r} written out of order; expected {expected.name!r}")
+        assert self._file is not None
+        written = 0
+        try:
+            for chunk in chunks:
+                written += len(chunk)
+                if written > expected.nbytes:
+                    break
+                self._file.write(chunk)
+        except OSError as e:
+            self._fail()
+            raise OutputError(f"{self.path}: cannot write: {e.strerror or e}") from None
+        if written != expected.nbytes:
+            self._fail()
+            raise ValueError(f"{self.path}: tensor {name!r} got {written} bytes, header says {expected.nbytes}")
+        self._next += 1
+        return written
+
+    def finish(self) -> None:
+        """Check every tensor arrived and the size is exact, then flush to disk."""
+        self._expect(_State.DATA)
+        assert self._file is not None
+        if self._next != len(self.tensors):
+            self._fail()
+            raise ValueError(f"{self.path}: {len(self.tensors) - self._next} tensors were never written")
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            actual = os.fstat(self._file.fileno()).st_size
+            self._file.close()
+        except OSError as e:
+            self._fail()
+            raise OutputError(f"{self.path}: cannot write: {e.strerror or e}") from None
+        if actual != self.size:
+            self._fail()
+            raise OutputError(f"{self.path}: wrote {actual} bytes, expected {self.size}")
+        self._state = _State.FINISHED
+
+    def commit(self) -> None:
+        """Atomically move the finished file to its final name."""
+        self._expect(_State.FINISHED)
+        try:
+            os.replace(self.temp_path, self.path)
+        except OSError as e:
+            self._fail()
+            raise OutputError(f"{self.path}: cannot rename the finished file into place: {e.strerror or e}") from None
+        self._state = _State.COMMITTED
+
+    def discard(self) -> None:
+        """Drop a finished but uncommitted file (another shard of the same output failed)."""
+        if self._state is not _State.COMMITTED:
+            self._fail()
+
+    def _expect(self, state: _State) -> None:
+        if self._state is not state:
+            raise ValueError(f"{self.path}: writer is {self._state.value}, expected {state.value}")
+
+    def _fail(self) -> None:
+        self._state = _State.FAILED
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+        try:
+            os.unlink(self.temp_path)
+        except FileNotFoundError:
+            pass

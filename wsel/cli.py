@@ -1,0 +1,183 @@
+"""The `wsel` command line: parse, call the library, print. Only this module exits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wsel import __version__
+from wsel.checkpoint.dtypes import CAST_TARGETS
+from wsel.checkpoint.index import open_checkpoint
+from wsel.checkpoint.output import DEFAULT_MAX_SHARD_SIZE, parse_size
+from wsel.console import byte_progress, make_console
+from wsel.errors import WselError
+from wsel.plan import PlanOptions, build_plan
+from wsel.spec import load_spec
+
+TEACHER_HELP = "Teacher checkpoint: a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json."
+STUDENT_HELP = "Student config: a shape manifest .json, a template .safetensors (header only), or - for stdin."
+
+
+class _SizeType(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+def _common(f: Any) -> Any:
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress or report on stderr (errors still print).")(f)
+    f = click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document on stdout.")(f)
+    f = click.option(
+        "--exclude",
+        multiple=True,
+        metavar="GLOB",
+        help="Student tensors left out of the output, for the student's own init (repeatable), e.g. 'head*'.",
+    )(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wsel")
+def cli() -> None:
+    """Weight selection: initialize a small model from a large pretrained one (Xu et al., ICLR 2024).
+
+    Streams the selected sub-tensors from the teacher's safetensors files; the teacher is never
+    loaded into memory.
+    """
+
+
+@cli.command()
+@click.option("--teacher", "-t", required=True, type=click.Path(path_type=Path), help=TEACHER_HELP)
+@click.option("--student-config", "-s", required=True, help=STUDENT_HELP)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output: NAME.safetensors for one file, or a folder (model.safetensors, or shards + index).",
+)
+@_common
+@click.option("--dtype", type=click.Choice(sorted(CAST_TARGETS)), help="Cast floating tensors (default: keep bytes).")
+@click.option(
+    "--max-shard-size",
+    type=_SizeType(),
+    default=DEFAULT_MAX_SHARD_SIZE,
+    show_default="5GB",
+    help="Largest shard when writing a folder, e.g. 500MB or 2GiB.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing output checkpoint.")
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also save the report: FILE.json, or FILE.md for a Markdown table.",
+)
+def init(
+    teacher: Path,
+    student_config: str,
+    output: Path,
+    exclude: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+    dtype: str | None,
+    max_shard_size: int,
+    force: bool,
+    report_file: Path | None,
+) -> None:
+    """Write a student checkpoint selected from the teacher."""
+    from wsel import execute, report
+
+    console = make_console(quiet)
+    with _errors_exit(console):
+        index = open_checkpoint(teacher)
+        spec = load_spec(student_config)
+        options = PlanOptions(exclude=exclude, dtype=CAST_TARGETS[dtype] if dtype else None)
+        plan = build_plan(index, spec, options)
+        total = sum(t.nbytes for t in plan.written)
+        with byte_progress(console, total, "selecting") as on_progress:
+            stats = execute.run(plan, output, force=force, max_shard_size=max_shard_size, on_progress=on_progress)
+        doc = report.plan_report(plan, stats, "init")
+        _emit(console, doc, as_json, report_file, report.render, report.markdown)
+
+
+@cli.command()
+@click.option("--teacher", "-t", required=True, type=click.Path(path_type=Path), help=TEACHER_HELP)
+@click.option("--student-config", "-s", help=STUDENT_HELP + " Without it, list the teacher's tensors.")
+@_common
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also save the report: FILE.json, or FILE.md for a Markdown table.",
+)
+def inspect(
+    teacher: Path,
+    student_config: str | None,
+    exclude: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+    report_file: Path | None,
+) -> None:
+    """Show a teacher's tensors, or preview the student mapping. Writes no checkpoint."""
+    from wsel import report
+
+    console = make_console(quiet)
+    with _errors_exit(console):
+        index = open_checkpoint(teacher)
+        if student_config is None:
+            _emit(console, report.teacher_report(index), as_json, report_file, report.render_teacher, None)
+            return
+        plan = build_plan(index, load_spec(student_config), PlanOptions(exclude=exclude))
+        doc = report.plan_report(plan, None, "inspect")
+        _emit(console, doc, as_json, report_file, report.render, report.markdown)
+
+
+def _emit(console: Any, doc: dict[str, Any], as_json: bool, report_file: Path | None, render: Any, md: Any) -> None:
+    if report_file is not None:
+        _save_report(doc, report_file, md)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        render(console, doc)
+
+
+def _save_report(doc: dict[str, Any], path: Path, md: Any) -> None:
+    from wsel.errors import OutputError
+
+    text = md(doc) if path.suffix == ".md" and md is not None else json.dumps(doc, indent=2) + "\n"
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write the report: {e.strerror or e}") from None
+
+
+class _errors_exit:
+    """Turn a WselError into its one-line message on stderr and exit code; let others propagate."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, WselError):
+            click.echo(f"wsel: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        if isinstance(exc, KeyboardInterrupt):
+            click.echo("wsel: interrupted", err=True)
+            sys.exit(130)
+
+
+def main() -> None:
+    cli(prog_name="wsel")

@@ -1,0 +1,131 @@
+"""Run a Plan: stream each selected teacher tensor into the output files."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsel import __version__
+from wsel.checkpoint.dtypes import DTYPES
+from wsel.checkpoint.output import (
+    DEFAULT_MAX_SHARD_SIZE,
+    check_target,
+    existing_model_files,
+    layout,
+    write_index,
+)
+from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
+from wsel.checkpoint.writer import OutputTensor, SafetensorsWriter
+from wsel.plan import Plan
+
+ProgressCallback = Callable[[int], None]  # called with the number of tensor bytes just written
+
+
+@dataclass(frozen=True)
+class Stats:
+    files: tuple[Path, ...]  # written, index last
+    tensor_bytes: int  # tensor data written
+    file_bytes: int  # including headers (and the index)
+    bytes_read: int  # teacher bytes read
+    seconds: float
+
+
+def provenance(plan: Plan) -> dict[str, str]:
+    """safetensors metadata: `format` for loaders, then how the file was made (no timestamps)."""
+    return {
+        "format": "pt",
+        "wsel.version": __version__,
+        "wsel.teacher": ",".join(f.name for f in plan.teacher.files),
+        "wsel.layers": plan.options.layers,
+        "wsel.elements": plan.options.elements,
+        "wsel.layer_map": json.dumps({m.group: [t for _, t in m.mapping] for m in plan.layer_maps}),
+    }
+
+
+def run(
+    plan: Plan,
+    target: Path,
+    *,
+    force: bool = False,
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    on_progress: ProgressCallback | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> Stats:
+    """Write the student described by `plan` to `target` (a .safetensors file or a folder)."""
+    started = time.perf_counter()
+    target = Path(target)
+    check_target(target, plan.teacher.files, force)
+    out = layout(target, [OutputTensor(t.name, t.dtype, t.shape) for t in plan.written], max_shard_size)
+    metadata = provenance(plan)
+    stale = existing_model_files(target) if out.is_folder else []
+    created_folder = out.is_folder and not target.exists()
+    if created_folder:
+        target.mkdir(parents=True)
+    by_name = {t.name: t for t in plan.written}
+    writers: list[SafetensorsWriter] = []
+    try:
+        with TensorReader(block_bytes) as reader:
+            for shard in out.shards:
+                writer = SafetensorsWriter(shard.path, list(shard.tensors), metadata)
+                writers.append(writer)
+                with writer:
+                    for tensor in shard.tensors:
+                        tp = by_name[tensor.name]
+                        assert tp.source is not None
+                        chunks: Iterable[bytes] = reader.iter_selected(tp.source, tp.selections)
+                        if tp.dtype != tp.source.dtype:
+                            chunks = cast_chunks(chunks, tp.source.dtype, tp.dtype)
+                        writer.write(tensor.name, _reported(chunks, on_progress))
+                    writer.finish()
+            bytes_read = reader.bytes_read
+        # Every shard is complete on disk: only now do they appear under their names, index last.
+        for writer in writers:
+            writer.commit()
+        if out.index_path is not None:
+            write_index(out.index_path, out.shards, {"wsel.version": __version__})
+    except BaseException:
+        for writer in writers:
+            writer.discard()
+        if created_folder:
+            _remove_if_empty(target)
+        raise
+    for old in stale:  # --force: files of the previous checkpoint that the new one did not replace
+        if old not in out.files:
+            old.unlink(missing_ok=True)
+    file_bytes = sum(w.size for w in writers) + (out.index_path.stat().st_size if out.index_path else 0)
+    return Stats(
+        files=out.files,
+        tensor_bytes=sum(t.nbytes for t in plan.written),
+        file_bytes=file_bytes,
+        bytes_read=bytes_read,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _reported(chunks: Iterable[bytes], on_progress: ProgressCallback | None) -> Iterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+        if on_progress is not None:
+            on_progress(len(chunk))
+
+
+def cast_chunks(chunks: Iterable[bytes], source: str, target: str) -> Iterator[bytes]:
+    """Cast raw little-endian element bytes between dtypes (only when the user asked, with --dtype)."""
+    import torch  # deferred: only casting needs torch
+
+    src, dst = getattr(torch, DTYPES[source].torch_name), getattr(torch, DTYPES[target].torch_name)
+    for chunk in chunks:
+        if not chunk:
+            continue
+        values = torch.frombuffer(bytearray(chunk), dtype=src)
+        yield values.to(dst).view(torch.uint8).numpy().tobytes()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass

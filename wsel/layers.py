@@ -1,0 +1,68 @@
+"""Finding layer indices in tensor names, and mapping student layers to teacher layers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# A repeated block: `layers.N.`, `layer.N.`, `h.N.`, `blocks.N.`, optionally inside `stages.S.`
+# (hierarchical nets such as ConvNeXt, where layer selection applies per stage).
+LAYER_PATTERN = re.compile(r"(?:^|(?<=\.))(?P<group>(?:stages\.\d+\.)?(?:layers|layer|h|blocks))\.(?P<index>\d+)\.")
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """Where a tensor name carries a layer index: the group it belongs to and the index."""
+
+    group: str  # the name up to and including the block kind, e.g. `model.layers`, `stages.1.blocks`
+    index: int
+    prefix: str  # name before the index (ends with `.`)
+    suffix: str  # name after the index (starts with `.`)
+
+    def with_index(self, index: int) -> str:
+        return f"{self.prefix}{index}{self.suffix}"
+
+
+def find_layer(name: str) -> LayerRef | None:
+    """The layer reference in a tensor name, or None for tensors outside repeated blocks."""
+    m = LAYER_PATTERN.search(name)
+    if m is None:
+        return None
+    prefix = name[: m.start("index")]
+    return LayerRef(prefix[:-1], int(m.group("index")), prefix, name[m.end("index") :])
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """Student layer → teacher layer for one group of repeated blocks."""
+
+    group: str
+    teacher_count: int
+    mapping: tuple[tuple[int, int], ...]  # (student index, teacher index), by student index
+
+    def teacher_index(self, student_index: int) -> int:
+        return dict(self.mapping)[student_index]
+
+    def describe(self) -> str:
+        """Compact form, e.g. `0-5 → 0-5 of 12`."""
+        student = compact_ranges([s for s, _ in self.mapping])
+        teacher = compact_ranges([t for _, t in self.mapping])
+        return f"{student} → {teacher} of {self.teacher_count}"
+
+
+def compact_ranges(values: list[int]) -> str:
+    """`[0, 1, 2, 5]` → `0-2,5`."""
+    runs: list[list[int]] = []
+    for v in sorted(set(values)):
+        if runs and runs[-1][1] + 1 == v:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "none"
+
+
+def first_n(group: str, student_indices: list[int], teacher_indices: list[int]) -> LayerMap:
+    """The paper's default: the k-th student layer reads the k-th teacher layer (usually i → i)."""
+    students = sorted(set(student_indices))
+    teachers = sorted(set(teacher_indices))
+    return LayerMap(group, len(teachers), tuple(zip(students, teachers[: len(students)], strict=True)))

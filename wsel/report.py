@@ -1,0 +1,276 @@
+"""The report: a stable dict (`--json`) built from the Plan and the run Stats, and its renderings.
+
+Keys of the dict are documented in README.md ("JSON report") and only ever added to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from wsel import __version__
+from wsel.checkpoint.index import CheckpointIndex
+from wsel.execute import Stats
+from wsel.layers import compact_ranges, find_layer
+from wsel.plan import EXCLUDE, Plan, TensorPlan
+
+SCHEMA_VERSION = 1
+COLUMNS = ("student tensor", "teacher tensor", "shape (teacher → student)", "selection per dim", "action")
+
+
+def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]:
+    """Everything the table shows, as plain JSON-able data."""
+    teacher = plan.teacher
+    written = plan.written
+    used_sources = {t.source.name for t in written if t.source is not None}
+    teacher_bytes = teacher.total_bytes
+    tensor_bytes = sum(t.nbytes for t in written)
+    return {
+        "schema": SCHEMA_VERSION,
+        "wsel_version": __version__,
+        "command": command,
+        "teacher": _teacher_summary(teacher),
+        "student": {
+            "config": plan.student.source,
+            "kind": plan.student.kind,
+            "tensors": len(plan.student.tensors),
+        },
+        "options": {
+            "layers": plan.options.layers,
+            "elements": plan.options.elements,
+            "dtype": plan.options.dtype,
+            "exclude": list(plan.options.exclude),
+        },
+        "path": plan.path,
+        "layer_maps": [
+            {
+                "group": m.group,
+                "teacher_layers": m.teacher_count,
+                "map": [list(pair) for pair in m.mapping],
+                "summary": m.describe(),
+            }
+            for m in plan.layer_maps
+        ],
+        "tensors": [_tensor_entry(t) for t in plan.tensors],
+        "excluded": [t.name for t in plan.excluded],
+        "warnings": list(plan.warnings),
+        "totals": {
+            "tensors_written": len(written),
+            "parameters": sum(t.numel for t in written),
+            "bytes": tensor_bytes,
+            "teacher_bytes": teacher_bytes,
+            "teacher_share": round(tensor_bytes / teacher_bytes, 6) if teacher_bytes else 0.0,
+            "teacher_tensors_unused": len(teacher.tensors) - len(used_sources),
+        },
+        "run": None if stats is None else _run_entry(stats),
+    }
+
+
+def teacher_report(teacher: CheckpointIndex) -> dict[str, Any]:
+    """`wsel inspect --teacher T` with no student: what the checkpoint holds."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "wsel_version": __version__,
+        "command": "inspect",
+        "teacher": _teacher_summary(teacher),
+        "tensors": [
+            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes, "file": t.file.name}
+            for t in sorted(teacher.tensors.values(), key=lambda t: (teacher.files.index(t.file), t.start))
+        ],
+    }
+
+
+def _teacher_summary(teacher: CheckpointIndex) -> dict[str, Any]:
+    groups: dict[str, set[int]] = {}
+    for name in teacher.tensors:
+        ref = find_layer(name)
+        if ref is not None:
+            groups.setdefault(ref.group, set()).add(ref.index)
+    return {
+        "path": str(teacher.path),
+        "files": [f.name for f in teacher.files],
+        "tensors": len(teacher.tensors),
+        "parameters": sum(t.numel for t in teacher.tensors.values()),
+        "bytes": teacher.total_bytes,
+        "layer_groups": [{"group": g, "layers": len(groups[g])} for g in sorted(groups)],
+    }
+
+
+def _tensor_entry(t: TensorPlan) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "action": t.action}
+    if t.action == EXCLUDE:
+        entry["reason"] = t.reason
+        return entry
+    assert t.source is not None
+    entry.update(
+        teacher=t.source.name,
+        teacher_shape=list(t.source.shape),
+        teacher_dtype=t.source.dtype,
+        dims=[{"axis": axis, **sel.to_dict()} for axis, sel in zip(t.axes, t.selections, strict=True)],
+        bytes=t.nbytes,
+    )
+    return entry
+
+
+def _run_entry(stats: Stats) -> dict[str, Any]:
+    return {
+        "files": [str(f) for f in stats.files],
+        "tensor_bytes": stats.tensor_bytes,
+        "file_bytes": stats.file_bytes,
+        "bytes_read": stats.bytes_read,
+        "seconds": round(stats.seconds, 3),
+    }
+
+
+# ---------------------------------------------------------------------------------------- rendering
+
+
+def _rows(report: dict[str, Any]) -> list[list[str]]:
+    """Table rows; tensors that differ only by layer index are folded into one `{0-5}` row."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for t in report["tensors"]:
+        selection = ", ".join(_dim_text(d) for d in t.get("dims", []))
+        key = (
+            _template(t["name"]),
+            _template(t.get("teacher", "")),
+            tuple(t["shape"]),
+            tuple(t.get("teacher_shape", ())),
+            selection,
+            t["action"],
+        )
+        row = groups.setdefault(key, {"student": [], "teacher": [], "t": t, "selection": selection})
+        row["student"].append(_layer_index(t["name"]))
+        row["teacher"].append(_layer_index(t.get("teacher", "")))
+    rows = []
+    for (student_tpl, teacher_tpl, *_), row in groups.items():
+        t = row["t"]
+        student_name = _fill(student_tpl, row["student"])
+        if t["action"] == EXCLUDE:
+            rows.append([student_name, "", _shape(t["shape"]), t.get("reason", ""), t["action"]])
+            continue
+        teacher_name = _fill(teacher_tpl, row["teacher"])
+        rows.append(
+            [
+                student_name,
+                "same" if teacher_name == student_name else teacher_name,
+                f"{_shape(t['teacher_shape'])} → {_shape(t['shape'])}",
+                row["selection"],
+                t["action"],
+            ]
+        )
+    return rows
+
+
+def _dim_text(dim: dict[str, Any]) -> str:
+    if dim["rule"] == "copy":
+        return "copy"
+    if dim["rule"] == "stride":
+        stop = dim["start"] + dim["step"] * dim["student"]
+        return f"{dim['start']}:{stop}" + (f":{dim['step']}" if dim["step"] != 1 else "")
+    return f"linspace[{dim['student']}]"
+
+
+def _template(name: str) -> str:
+    ref = find_layer(name)
+    return name if ref is None else f"{ref.prefix}{{}}{ref.suffix}"
+
+
+def _layer_index(name: str) -> int | None:
+    ref = find_layer(name)
+    return None if ref is None else ref.index
+
+
+def _fill(template: str, indices: list[int | None]) -> str:
+    if "{}" not in template:
+        return template
+    values = [i for i in indices if i is not None]
+    text = compact_ranges(values)
+    return template.replace("{}", text if len(set(values)) == 1 else f"{{{text}}}")
+
+
+def _shape(shape: list[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def render(console: Console, report: dict[str, Any]) -> None:
+    """The human report on stderr. User-supplied names are Text, never markup."""
+    table = Table(title=Text(f"wsel {report['command']}: {report['teacher']['path']} → {report['student']['config']}"))
+    for column in COLUMNS:
+        table.add_column(column, overflow="fold")
+    for row in _rows(report):
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
+    for m in report["layer_maps"]:
+        console.print(Text(f"layers {m['group']}: {m['summary']}"))
+    for warning in report["warnings"]:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    console.print(Text(summary_line(report)))
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    totals = report["totals"]
+    line = (
+        f"{totals['tensors_written']} tensors, {human_count(totals['parameters'])} parameters, "
+        f"{human_bytes(totals['bytes'])} ({100 * totals['teacher_share']:.1f}% of the teacher's "
+        f"{human_bytes(totals['teacher_bytes'])})"
+    )
+    if report["excluded"]:
+        line += f"; {len(report['excluded'])} excluded"
+    run = report.get("run")
+    if run:
+        line += f"; read {human_bytes(run['bytes_read'])} in {run['seconds']:.2f} s → {', '.join(run['files'])}"
+    else:
+        line += "; nothing written (inspect)"
+    return line
+
+
+def render_teacher(console: Console, report: dict[str, Any]) -> None:
+    teacher = report["teacher"]
+    table = Table(title=Text(f"{teacher['path']}: {len(teacher['files'])} file(s)"))
+    for column in ("tensor", "shape", "dtype", "bytes", "file"):
+        table.add_column(column, overflow="fold")
+    for t in report["tensors"]:
+        table.add_row(Text(t["name"]), _shape(t["shape"]), t["dtype"], human_bytes(t["bytes"]), Text(t["file"]))
+    console.print(table)
+    for g in teacher["layer_groups"]:
+        console.print(Text(f"layers {g['group']}: {g['layers']}"))
+    console.print(
+        Text(
+            f"{teacher['tensors']} tensors, {human_count(teacher['parameters'])} parameters, "
+            f"{human_bytes(teacher['bytes'])}"
+        )
+    )
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The same table as Markdown, for `--report FILE.md`."""
+    lines = [
+        f"# wsel {report['command']}: `{report['teacher']['path']}` → `{report['student']['config']}`",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(f"`{c}`" if c else "" for c in row) + " |" for row in _rows(report)]
+    lines.append("")
+    lines += [f"- layers `{m['group']}`: {m['summary']}" for m in report["layer_maps"]]
+    lines += [f"- warning: {w}" for w in report["warnings"]]
+    lines += ["", summary_line(report), ""]
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""Index sets (Selections) and the strategies that choose them.
+
+A Selection is the sorted list of teacher indices kept on one axis, stored compactly as a stride
+(start, step, count) when it is one, else as an explicit tuple.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Teacher indices kept on one axis of size `teacher_size`."""
+
+    teacher_size: int
+    start: int = 0
+    step: int = 1
+    count: int = 0
+    explicit: tuple[int, ...] | None = None  # set when the indices are not a stride
+
+    @property
+    def size(self) -> int:
+        return len(self.explicit) if self.explicit is not None else self.count
+
+    @property
+    def is_identity(self) -> bool:
+        return self.explicit is None and self.start == 0 and self.step == 1 and self.count == self.teacher_size
+
+    def indices(self) -> np.ndarray:
+        """The kept teacher indices, ascending, as int64."""
+        if self.explicit is not None:
+            return np.asarray(self.explicit, dtype=np.int64)
+        return self.start + self.step * np.arange(self.count, dtype=np.int64)
+
+    def describe(self) -> str:
+        """Short human form: `copy`, a slice `0:384:2` over the teacher axis, or `linspace[n]`."""
+        if self.is_identity:
+            return "copy"
+        if self.explicit is not None:
+            return f"linspace[{self.size}]"
+        stop = self.start + self.step * self.count
+        return f"{self.start}:{stop}" if self.step == 1 else f"{self.start}:{stop}:{self.step}"
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.is_identity:
+            return {"rule": "copy", "teacher": self.teacher_size, "student": self.size}
+        if self.explicit is not None:
+            return {
+                "rule": "indices",
+                "teacher": self.teacher_size,
+                "student": self.size,
+                "indices": list(self.explicit),
+            }
+        return {
+            "rule": "stride",
+            "teacher": self.teacher_size,
+            "student": self.size,
+            "start": self.start,
+            "step": self.step,
+        }
+
+
+def identity(size: int) -> Selection:
+    return Selection(size, 0, 1, size)
+
+
+def from_indices(teacher_size: int, indices: Any) -> Selection:
+    """A Selection from sorted unique indices, stored as a stride when they form one."""
+    idx = [int(i) for i in indices]
+    if len(idx) <= 1 or all(b - a == idx[1] - idx[0] for a, b in zip(idx, idx[1:], strict=False)):
+        step = idx[1] - idx[0] if len(idx) > 1 else 1
+        return Selection(teacher_size, idx[0] if idx else 0, step, len(idx))
+    return Selection(teacher_size, explicit=tuple(idx))
+
+
+@cache
+def uniform(teacher_size: int, student_size: int) -> Selection:
+    """The paper's element selection for one dimension (Xu et al. 2024, `uniform_element_selection`).
+
+    T % S == 0 → arange(S) * (T // S); otherwise round(linspace(0, T - 1, S)).
+    The linspace branch is computed by torch itself in float32, exactly as the paper's code does,
+    because float32 rounding decides some indices and no other formula reproduces it bit for bit.
+    """
+    if not 0 <= student_size <= teacher_size:
+        raise ValueError(f"student size {student_size} outside 0..{teacher_size}")
+    if student_size == 0:
+        return Selection(teacher_size, 0, 1, 0)
+    if teacher_size % student_size == 0:
+        return Selection(teacher_size, 0, teacher_size // student_size, student_size)
+    import torch  # deferred: only this branch needs it, and importing torch costs over a second
+
+    kept = torch.round(torch.linspace(0, teacher_size - 1, student_size)).long().tolist()
+    return from_indices(teacher_size, kept)

@@ -1,0 +1,102 @@
+"""The student: names, shapes and (optionally) dtypes of every tensor it needs.
+
+Two forms are read here:
+  1. a shape manifest, JSON `{"name": [dim, ...], ...}` (a value may also be
+     `{"shape": [...], "dtype": "BF16"}`), from a file or standard input (`-`);
+  2. a template checkpoint `*.safetensors`: only its header is read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from wsel.checkpoint.dtypes import DTYPES
+from wsel.checkpoint.header import read_header
+from wsel.errors import CheckpointError, SpecError
+
+STDIN = "-"
+
+
+@dataclass(frozen=True)
+class StudentTensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str | None  # None: take the teacher tensor's dtype
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    source: str  # the path the user gave, or "<stdin>"
+    kind: str  # "manifest" | "template"
+    tensors: tuple[StudentTensor, ...]
+
+
+def load_spec(source: str, stdin: TextIO | None = None) -> StudentSpec:
+    """Read a student config given as a path or `-` for standard input."""
+    if source == STDIN:
+        text = (stdin or sys.stdin).read()
+        return parse_manifest(text, "<stdin>")
+    path = Path(source)
+    if not path.exists():
+        raise SpecError(f"{path}: student config not found")
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory; give a shape manifest .json or a template .safetensors")
+    if path.suffix == ".safetensors":
+        return _from_template(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: cannot read the student config: {e}") from None
+    return parse_manifest(text, str(path))
+
+
+def _from_template(path: Path) -> StudentSpec:
+    try:
+        header = read_header(path)
+    except CheckpointError as e:
+        raise SpecError(f"student template {e}") from None
+    if not header.tensors:
+        raise SpecError(f"{path}: student template holds no tensors")
+    # Header order is storage order; names sorted keep the spec independent of how it was saved.
+    tensors = sorted((StudentTensor(t.name, t.shape, t.dtype) for t in header.tensors), key=lambda t: t.name)
+    return StudentSpec(str(path), "template", tuple(tensors))
+
+
+def parse_manifest(text: str, source: str) -> StudentSpec:
+    """Parse a JSON shape manifest. Raises SpecError naming the source and the bad entry."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{source}: student config is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise SpecError(f"{source}: expected a JSON object mapping tensor names to shapes")
+    if "model_type" in doc or "architectures" in doc:
+        raise SpecError(
+            f"{source}: looks like a Hugging Face config.json; this version needs a shape manifest "
+            '{"tensor.name": [dims]} or a template .safetensors'
+        )
+    if not doc:
+        raise SpecError(f"{source}: student config names no tensors")
+    return StudentSpec(source, "manifest", tuple(_manifest_entry(source, k, v) for k, v in doc.items()))
+
+
+def _manifest_entry(source: str, name: str, value: Any) -> StudentTensor:
+    dtype = None
+    shape = value
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"shape", "dtype"})
+        if unknown or "shape" not in value:
+            raise SpecError(
+                f'{source}: tensor {name!r}: expected [dims] or {{"shape": [dims], "dtype": ...}}, '
+                f"got keys {sorted(value)}"
+            )
+        shape, dtype = value["shape"], value.get("dtype")
+        if dtype is not None and dtype not in DTYPES:
+            raise SpecError(f"{source}: tensor {name!r}: unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise SpecError(f"{source}: tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+    return StudentTensor(name, tuple(shape), dtype)
