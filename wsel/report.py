@@ -109,7 +109,10 @@ def _tensor_entry(t: TensorPlan) -> dict[str, Any]:
         teacher=t.source.name,
         teacher_shape=list(t.source.shape),
         teacher_dtype=t.source.dtype,
-        dims=[{"axis": axis, **sel.to_dict()} for axis, sel in zip(t.axes, t.selections, strict=True)],
+        dims=[
+            {"axis": axis, "text": sel.describe(), **sel.to_dict()}
+            for axis, sel in zip(t.axes, t.selections, strict=True)
+        ],
         bytes=t.nbytes,
     )
     return entry
@@ -132,7 +135,7 @@ def _rows(report: dict[str, Any]) -> list[list[str]]:
     """Table rows; tensors that differ only by layer index are folded into one `{0-5}` row."""
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for t in report["tensors"]:
-        selection = ", ".join(_dim_text(d) for d in t.get("dims", []))
+        selection = ", ".join(d["text"] for d in t.get("dims", []))
         key = (
             _template(t["name"]),
             _template(t.get("teacher", "")),
@@ -162,15 +165,6 @@ def _rows(report: dict[str, Any]) -> list[list[str]]:
             ]
         )
     return rows
-
-
-def _dim_text(dim: dict[str, Any]) -> str:
-    if dim["rule"] == "copy":
-        return "copy"
-    if dim["rule"] == "stride":
-        stop = dim["start"] + dim["step"] * dim["student"]
-        return f"{dim['start']}:{stop}" + (f":{dim['step']}" if dim["step"] != 1 else "")
-    return f"linspace[{dim['student']}]"
 
 
 def _template(name: str) -> str:

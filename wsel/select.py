@@ -43,7 +43,7 @@ class Selection:
             return "copy"
         if self.explicit is not None:
             return f"linspace[{self.size}]"
-        stop = self.start + self.step * self.count
+        stop = min(self.start + self.step * self.count, self.teacher_size)  # a valid Python slice
         return f"{self.start}:{stop}" if self.step == 1 else f"{self.start}:{stop}:{self.step}"
 
     def to_dict(self) -> dict[str, Any]:
