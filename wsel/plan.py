@@ -11,6 +11,8 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from wsel import select
 from wsel.checkpoint.dtypes import DTYPES, byte_length, element_size
@@ -33,6 +35,7 @@ class PlanOptions:
     dtype: str | None = None  # cast floating tensors to this safetensors dtype; None keeps the teacher's bytes
     elements: str = "uniform"  # element strategy; the paper's rule, bit-exact
     layers: str = "first"  # layer strategy; the paper's first-N
+    attention: str = "structured"  # with architecture data: whole heads, GQA groups, RoPE pairs; or "flat"
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,10 @@ class TensorPlan:
     action: str  # SELECT | COPY | EXCLUDE
     source: TensorInfo | None = None  # the teacher tensor read (None when excluded)
     selections: tuple[Selection, ...] = ()  # one per dim, over the teacher's dim
-    axes: tuple[str, ...] = ()  # the logical axis of each dim
+    axes: tuple[str, ...] = ()  # the logical axis (or axis expression) of each dim
+    texts: tuple[
+        str, ...
+    ] = ()  # how each dim was selected, for people: `copy`, `0:384:2`, `heads[0:8:2]×head_dim[copy]`
     reason: str = ""  # why excluded
 
     @property
@@ -65,7 +71,10 @@ class Plan:
     tensors: tuple[TensorPlan, ...]  # written ones first, in teacher storage order; then excluded
     layer_maps: tuple[LayerMap, ...]
     warnings: tuple[str, ...] = field(default=())
-    path: str = "generic"  # how dims were labelled: "generic" name matching (architecture data later)
+    path: str = "generic"  # "generic" (names and sizes) or the architecture data used, e.g. "llama"
+    axes: dict[str, Selection] = field(default_factory=dict)  # every axis's one Selection
+    student_config: dict[str, Any] | None = None  # config.json to write beside a folder output
+    copy_files: tuple[Path, ...] = ()  # teacher-folder files copied beside a folder output (tokenizer, ...)
 
     @property
     def written(self) -> tuple[TensorPlan, ...]:
@@ -79,19 +88,26 @@ class Plan:
 def build_plan(teacher: CheckpointIndex, student: StudentSpec, options: PlanOptions | None = None) -> Plan:
     """Map every student tensor to its teacher source and a Selection per dim. Raises PlanError."""
     options = options or PlanOptions()
-    excluded = [t for t in student.tensors if _is_excluded(t.name, options.exclude)]
-    kept = [t for t in student.tensors if not _is_excluded(t.name, options.exclude)]
+    excluded = [t for t in student.tensors if is_excluded(t.name, options.exclude)]
+    kept = [t for t in student.tensors if not is_excluded(t.name, options.exclude)]
     layer_maps = _layer_maps(teacher, kept)
     by_group = {m.group: m for m in layer_maps}
 
     warnings: list[str] = []
-    planned = [_plan_tensor(t, _source(teacher, t, by_group), options, warnings) for t in kept]
-    planned.sort(key=lambda p: _storage_order(teacher, p.source))
-    planned += [TensorPlan(t.name, t.shape, t.dtype or "", EXCLUDE, reason="--exclude") for t in excluded]
-    return Plan(teacher, student, options, tuple(planned), layer_maps, tuple(warnings))
+    planned = [_plan_generic(t, _source(teacher, t, by_group), options, warnings) for t in kept]
+    axes = {a: sel for p in planned for a, sel in zip(p.axes, p.selections, strict=True)}
+    return Plan(teacher, student, options, order(teacher, planned, excluded), layer_maps, tuple(warnings), axes=axes)
 
 
-def _is_excluded(name: str, patterns: tuple[str, ...]) -> bool:
+def order(teacher: CheckpointIndex, planned: list[TensorPlan], excluded: list[StudentTensor]) -> tuple[TensorPlan, ...]:
+    """Written tensors in the teacher's storage order (so reads go front to back), then the excluded ones."""
+    planned = sorted(planned, key=lambda p: _storage_order(teacher, p.source))
+    return tuple(planned) + tuple(
+        TensorPlan(t.name, t.shape, t.dtype or "", EXCLUDE, reason="--exclude") for t in excluded
+    )
+
+
+def is_excluded(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -134,8 +150,9 @@ def _source(teacher: CheckpointIndex, student: StudentTensor, layer_maps: dict[s
     return source
 
 
-def _plan_tensor(student: StudentTensor, source: TensorInfo, options: PlanOptions, warnings: list[str]) -> TensorPlan:
-    where = f"student tensor {student.name!r} {list(student.shape)} from teacher {source.name!r} {list(source.shape)}"
+def _plan_generic(student: StudentTensor, source: TensorInfo, options: PlanOptions, warnings: list[str]) -> TensorPlan:
+    """The paper's rule on every dim; dims are labelled by their sizes."""
+    where = _where(student.name, student.shape, source)
     if len(student.shape) != len(source.shape):
         raise PlanError(f"{where}: the number of dims differs; fix the student config or --exclude it")
     for dim, (s, t) in enumerate(zip(student.shape, source.shape, strict=True)):
@@ -144,18 +161,38 @@ def _plan_tensor(student: StudentTensor, source: TensorInfo, options: PlanOption
                 f"{where}: dim {dim} is {s} in the student but {t} in the teacher; "
                 "a student dim cannot be larger than the teacher's"
             )
-    same_shape = student.shape == source.shape
+    pairs = list(zip(student.shape, source.shape, strict=True))
+    selections = tuple(select.uniform(t, s) for s, t in pairs)
+    axes = tuple(f"{t}" if s == t else f"{t}→{s}" for s, t in pairs)
+    if _ROW_INDEXED_NAME.search(student.name):
+        for dim, (s, t) in enumerate(pairs):
+            if s < t and dim < len(source.shape) - 1:
+                warnings.append(
+                    f"student tensor {student.name!r}: dim {dim} ({t}→{s}) looks like a vocabulary or position "
+                    "axis; uniform subsampling breaks token ids and positions (keep it equal or --exclude it)"
+                )
+    return tensor_plan(student, source, selections, axes, options, warnings)
+
+
+def tensor_plan(
+    student: StudentTensor,
+    source: TensorInfo,
+    selections: tuple[Selection, ...],
+    axes: tuple[str, ...],
+    options: PlanOptions,
+    warnings: list[str],
+    texts: tuple[str, ...] | None = None,
+) -> TensorPlan:
+    """Checks shared by every path (dtype kinds, packed dtypes, casting), then the TensorPlan."""
+    where = _where(student.name, student.shape, source)
     kind = DTYPES[source.dtype].kind
-    if not same_shape and kind in ("int", "bool"):
+    if kind in ("int", "bool") and not all(s.start == 0 and s.step == 1 and s.explicit is None for s in selections):
         raise PlanError(
             f"{where}: {source.dtype} tensors hold ids or flags and are never subsampled; "
             f"give the student the teacher's shape or --exclude it"
         )
-    if not same_shape and element_size(source.dtype) is None:
+    if student.shape != source.shape and element_size(source.dtype) is None:
         raise PlanError(f"{where}: packed {source.dtype} elements cannot be selected; --exclude it")
-
-    selections = tuple(select.uniform(t, s) for s, t in zip(student.shape, source.shape, strict=True))
-    axes = tuple(f"{t}" if s == t else f"{t}→{s}" for s, t in zip(student.shape, source.shape, strict=True))
     out_dtype = source.dtype
     if options.dtype is not None and kind == "float" and source.dtype != options.dtype:
         out_dtype = options.dtype
@@ -164,15 +201,13 @@ def _plan_tensor(student: StudentTensor, source: TensorInfo, options: PlanOption
             f"student tensor {student.name!r}: template dtype {student.dtype} differs from the {out_dtype} "
             "written (wsel keeps the teacher's bytes unless --dtype is given)"
         )
-    if _ROW_INDEXED_NAME.search(student.name):
-        for dim, (s, t) in enumerate(zip(student.shape, source.shape, strict=True)):
-            if s < t and dim < len(source.shape) - 1:
-                warnings.append(
-                    f"student tensor {student.name!r}: dim {dim} ({t}→{s}) looks like a vocabulary or position "
-                    "axis; uniform subsampling breaks token ids and positions (keep it equal or --exclude it)"
-                )
-    action = COPY if same_shape else SELECT
-    return TensorPlan(student.name, student.shape, out_dtype, action, source, selections, axes)
+    action = COPY if all(s.is_identity for s in selections) else SELECT
+    texts = texts if texts is not None else tuple(s.describe() for s in selections)
+    return TensorPlan(student.name, student.shape, out_dtype, action, source, selections, axes, texts)
+
+
+def _where(name: str, shape: tuple[int, ...], source: TensorInfo) -> str:
+    return f"student tensor {name!r} {list(shape)} from teacher {source.name!r} {list(source.shape)}"
 
 
 def _storage_order(teacher: CheckpointIndex, source: TensorInfo | None) -> tuple[int, int]:

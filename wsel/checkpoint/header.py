@@ -55,17 +55,19 @@ class Header:
     file_size: int
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
+class _Object(dict):
+    """A JSON object that remembers the first key it saw twice (JSON allows it; safetensors must not)."""
+
+    duplicate: str | None = None
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object()
     for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen[key] = value
-    return seen
-
-
-class _DuplicateKey(Exception):
-    pass
+        if key in obj and obj.duplicate is None:
+            obj.duplicate = key
+        obj[key] = value
+    return obj
 
 
 def read_header(path: str | os.PathLike[str]) -> Header:
@@ -98,13 +100,14 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     if not text.startswith("{"):
         raise fail("header is not a JSON object")
     try:
-        doc = json.loads(text, object_pairs_hook=_reject_duplicates)
-    except _DuplicateKey as e:
-        raise fail(f"duplicate tensor name {e.args[0]!r} in header") from None
+        doc = json.loads(text, object_pairs_hook=_object_pairs)
     except (json.JSONDecodeError, RecursionError) as e:
         raise fail(f"header is not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise fail("header is not a JSON object")
+    duplicate = getattr(doc, "duplicate", None)
+    if duplicate is not None:
+        raise fail(f"duplicate tensor name {duplicate!r} in header")
 
     metadata = _parse_metadata(doc.pop(METADATA_KEY, {}), fail)
     data_start = 8 + header_len
@@ -118,6 +121,9 @@ def read_header(path: str | os.PathLike[str]) -> Header:
 def _parse_metadata(meta: Any, fail: Any) -> dict[str, str]:
     if not isinstance(meta, dict):
         raise fail(f"{METADATA_KEY} must be an object of strings")
+    duplicate = getattr(meta, "duplicate", None)
+    if duplicate is not None:
+        raise fail(f"duplicate key {duplicate!r} in {METADATA_KEY}")
     for key, value in meta.items():
         if not isinstance(value, str):
             raise fail(f"{METADATA_KEY} value for {key!r} is not a string")
@@ -127,6 +133,9 @@ def _parse_metadata(meta: Any, fail: Any) -> dict[str, str]:
 def _parse_entry(name: str, entry: Any, path: Path, data_start: int, fail: Any) -> TensorInfo:
     if not isinstance(entry, dict):
         raise fail(f"tensor {name!r}: entry is not an object")
+    duplicate = getattr(entry, "duplicate", None)
+    if duplicate is not None:
+        raise fail(f"tensor {name!r}: duplicate field {duplicate!r}")
     missing = [k for k in TENSOR_KEYS if k not in entry]
     if missing:
         raise fail(f"tensor {name!r}: missing {', '.join(missing)}")

@@ -52,7 +52,10 @@ class TensorReader:
         parts = []
         done = 0
         while done < length:
-            chunk = os.pread(fd, length - done, offset + done)
+            try:
+                chunk = os.pread(fd, length - done, offset + done)
+            except OSError as e:
+                raise CheckpointError(f"{file}: cannot read at byte {offset + done}: {e.strerror or e}") from None
             if not chunk:
                 raise CheckpointError(f"{file}: ended at byte {offset + done} while reading; was it truncated?")
             parts.append(chunk)

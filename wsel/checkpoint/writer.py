@@ -102,19 +102,26 @@ class SafetensorsWriter:
         assert self._file is not None
         written = 0
         try:
-            for chunk in chunks:
+            for chunk in chunks:  # errors while producing chunks (teacher reads) propagate as they are
                 written += len(chunk)
                 if written > expected.nbytes:
                     break
-                self._file.write(chunk)
-        except OSError as e:
+                self._write(chunk)
+        except BaseException:
             self._fail()
-            raise OutputError(f"{self.path}: cannot write: {e.strerror or e}") from None
+            raise
         if written != expected.nbytes:
             self._fail()
             raise ValueError(f"{self.path}: tensor {name!r} got {written} bytes, header says {expected.nbytes}")
         self._next += 1
         return written
+
+    def _write(self, chunk: bytes) -> None:
+        assert self._file is not None
+        try:
+            self._file.write(chunk)
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot write: {e.strerror or e}") from None
 
     def finish(self) -> None:
         """Check every tensor arrived and the size is exact, then flush to disk."""

@@ -1,0 +1,165 @@
+"""Architecture data: tensor templates with an axis expression per dim, and how to read sizes from config.json.
+
+Each `*.json` beside this file describes one family. Files are validated strictly when loaded
+(unknown keys, unknown axes and bad expressions fail), so a typo can never be silently ignored.
+Adding a family touches no code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from wsel.axes import AXIS_KINDS, DimExpr, parse_dim
+from wsel.hfconfig import check_expression
+
+DATA_DIR = Path(__file__).parent
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "doc": str,
+    "model_types": list,
+    "sizes": dict,
+    "rope": (dict, type(None)),
+    "prefixes": list,
+    "tensors": dict,
+    "tied": dict,
+    "tie_key": (str, type(None)),
+    "layer_lists": list,
+    "ignore": list,
+}
+_ROPE_FIELDS = {"partial_rotary_factor"}
+_REQUIRED_SIZES = {"hidden", "layers", "heads", "kv_heads", "head_dim"}
+
+
+class ArchDataError(Exception):
+    """An architecture data file is malformed: a bug in wsel's data, not in the user's input."""
+
+
+@dataclass(frozen=True)
+class Template:
+    """One tensor name pattern (`{p}` = model prefix, `{layer}` = layer index) and its dims."""
+
+    pattern: str
+    dims: tuple[DimExpr, ...]
+
+    @property
+    def per_layer(self) -> bool:
+        return "{layer}" in self.pattern
+
+    def name(self, prefix: str, layer: int | None = None) -> str:
+        return self.pattern.replace("{p}", prefix).replace("{layer}", "" if layer is None else str(layer))
+
+    def regex(self, prefix: str) -> re.Pattern[str]:
+        escaped = re.escape(self.pattern.replace("{p}", prefix)).replace(re.escape("{layer}"), r"(?P<layer>\d+)")
+        return re.compile(f"^{escaped}$")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    doc: str
+    model_types: tuple[str, ...]
+    sizes: dict[str, tuple[str, ...]]  # axis → config expressions, first present wins
+    rope_fraction: tuple[str, ...] | None  # expressions for the rotary share of head_dim; None: no RoPE
+    prefixes: tuple[str, ...]  # candidates for `{p}`, the base model's prefix
+    templates: tuple[Template, ...]
+    tied: dict[str, str]  # template → template it equals when embeddings are tied
+    tie_key: str | None  # config key saying whether embeddings are tied
+    layer_lists: tuple[str, ...]  # config keys holding one entry per layer
+    ignore: tuple[str, ...]  # teacher tensors (patterns) that are buffers, never written
+    source: Path
+
+    def template(self, pattern: str) -> Template:
+        return next(t for t in self.templates if t.pattern == pattern)
+
+
+def _load(path: Path) -> Architecture:
+    def fail(problem: str) -> ArchDataError:
+        return ArchDataError(f"{path}: {problem}")
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise fail(f"cannot read: {e}") from None
+    if not isinstance(doc, dict):
+        raise fail("expected a JSON object")
+    unknown = sorted(set(doc) - set(_FIELDS))
+    missing = sorted(set(_FIELDS) - set(doc))
+    if unknown or missing:
+        raise fail(f"unknown fields {unknown}, missing fields {missing}")
+    for key, kind in _FIELDS.items():
+        if not isinstance(doc[key], kind):
+            raise fail(f"{key} has the wrong type")
+
+    sizes: dict[str, tuple[str, ...]] = {}
+    for axis, alternatives in doc["sizes"].items():
+        if axis not in AXIS_KINDS and axis != "layers":
+            raise fail(f"sizes: unknown axis {axis!r}; known: {', '.join(sorted(AXIS_KINDS))}")
+        if not isinstance(alternatives, list) or not alternatives:
+            raise fail(f"sizes.{axis}: expected a non-empty list of expressions")
+        for expression in alternatives:
+            try:
+                check_expression(expression)
+            except (SyntaxError, ValueError) as e:
+                raise fail(f"sizes.{axis}: {e}") from None
+        sizes[axis] = tuple(alternatives)
+    if not _REQUIRED_SIZES <= set(sizes):
+        raise fail(f"sizes must define {sorted(_REQUIRED_SIZES - set(sizes))}")
+
+    rope = doc["rope"]
+    if rope is not None and set(rope) != _ROPE_FIELDS:
+        raise fail(f"rope: expected exactly {sorted(_ROPE_FIELDS)}")
+
+    templates = []
+    for pattern, dims in doc["tensors"].items():
+        if not isinstance(dims, list):
+            raise fail(f"tensors.{pattern}: expected a list of dim expressions")
+        try:
+            parsed = tuple(parse_dim(d) for d in dims)
+        except ValueError as e:
+            raise fail(f"tensors.{pattern}: {e}") from None
+        for axis in {a for d in parsed for block in d for a in block if not a.isdigit()}:
+            if axis not in sizes and axis != "v_head_dim":
+                raise fail(f"tensors.{pattern}: axis {axis!r} has no entry in sizes")
+        templates.append(Template(pattern, parsed))
+    patterns = {t.pattern for t in templates}
+    for alias, target in doc["tied"].items():
+        if alias not in patterns or target not in patterns:
+            raise fail(f"tied: {alias!r} → {target!r} must both be tensors of this file")
+    return Architecture(
+        name=doc["name"],
+        doc=doc["doc"],
+        model_types=tuple(doc["model_types"]),
+        sizes=sizes,
+        rope_fraction=tuple(rope["partial_rotary_factor"]) if rope else None,
+        prefixes=tuple(doc["prefixes"]),
+        templates=tuple(templates),
+        tied=dict(doc["tied"]),
+        tie_key=doc["tie_key"],
+        layer_lists=tuple(doc["layer_lists"]),
+        ignore=tuple(doc["ignore"]),
+        source=path,
+    )
+
+
+@cache
+def all_architectures() -> tuple[Architecture, ...]:
+    archs = tuple(_load(p) for p in sorted(DATA_DIR.glob("*.json")))
+    seen: dict[str, str] = {}
+    for arch in archs:
+        for model_type in arch.model_types:
+            if model_type in seen:
+                raise ArchDataError(f"model_type {model_type!r} is claimed by {seen[model_type]} and {arch.name}")
+            seen[model_type] = arch.name
+    return archs
+
+
+def for_model_type(model_type: str) -> Architecture | None:
+    return next((a for a in all_architectures() if model_type in a.model_types), None)
+
+
+def supported_model_types() -> list[str]:
+    return sorted(m for a in all_architectures() for m in a.model_types)

@@ -1,0 +1,203 @@
+"""Logical axes, dim expressions over them, and the one Selection per axis that every tensor shares.
+
+A dim expression is one or more blocks joined by `|` (fused tensors: `heads*head_dim | kv_heads*head_dim`),
+each block a product of axes, outermost first (`heads*head_dim`: head-major rows), or an integer literal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wsel import select
+from wsel.errors import PlanError
+from wsel.select import Selection
+
+# How an axis may shrink.
+WIDTH = "width"  # any subset, chosen by the element strategy (the paper's uniform rule by default)
+HEADS = "heads"  # whole attention heads; query heads stay with their GQA key/value group
+HEAD_DIM = "head_dim"  # dims inside a head; for q/k under RoPE, a stride that keeps rotary pairs
+EQUAL = "equal"  # never subsampled: student must match (token ids, classes, image geometry)
+TRUNCATE = "truncate"  # positions: the student keeps the first N
+
+AXIS_KINDS = {
+    "hidden": WIDTH,
+    "mlp": WIDTH,
+    "heads": HEADS,
+    "kv_heads": HEADS,
+    "head_dim": HEAD_DIM,
+    "v_head_dim": HEAD_DIM,
+    "vocab": EQUAL,
+    "type_vocab": EQUAL,
+    "classes": EQUAL,
+    "channels": EQUAL,
+    "patch": EQUAL,
+    "patches": EQUAL,
+    "positions": TRUNCATE,
+}
+PER_LAYER_AXES = ("mlp", "heads", "kv_heads")  # chosen per layer (identical under uniform selection)
+
+Block = tuple[str, ...]  # a product of axes (or one integer literal), outermost first
+DimExpr = tuple[Block, ...]  # concatenated blocks
+
+
+def parse_dim(text: str) -> DimExpr:
+    blocks = []
+    for part in text.split("|"):
+        factors = tuple(f.strip() for f in part.split("*"))
+        for f in factors:
+            if not (f.isdigit() or f in AXIS_KINDS):
+                raise ValueError(f"unknown axis {f!r} in dim {text!r}")
+        if len(factors) > 1 and any(f.isdigit() for f in factors):
+            raise ValueError(f"integer literals cannot be multiplied in dim {text!r}")
+        blocks.append(factors)
+    return tuple(blocks)
+
+
+def dim_text(dim: DimExpr) -> str:
+    return " | ".join("*".join(block) for block in dim)
+
+
+def dim_size(dim: DimExpr, sizes: dict[str, int]) -> int:
+    return sum(int(np.prod([int(f) if f.isdigit() else sizes[f] for f in block])) for block in dim)
+
+
+def axis_name(axis: str, layer: int | None) -> str:
+    """`mlp[3]` for per-layer axes, plain names otherwise."""
+    return f"{axis}[{layer}]" if axis in PER_LAYER_AXES and layer is not None else axis
+
+
+def rope_head_dim(teacher: int, student: int, rotary_fraction: float) -> Selection:
+    """Dims kept inside each q/k head so that RoPE still pairs and rotates them as in the teacher.
+
+    rotate_half pairs dim i with i + r/2 (r = rotary dims). Keeping every k-th pair (k = r / r')
+    from 0 in both halves keeps the pairs together, and pair i' of the student then has the
+    teacher's frequency theta^(-2 i' k / r) = theta^(-2 i' / r'), with the same rope_theta.
+    Non-rotary dims (partial rotary) are selected by the paper's rule.
+    """
+    rotary_t, rotary_s = int(teacher * rotary_fraction), int(student * rotary_fraction)
+    if not _rope_ok(teacher, student, rotary_fraction):
+        working = [d for d in range(2, teacher + 1, 2) if _rope_ok(teacher, d, rotary_fraction)]
+        raise PlanError(
+            f"head_dim {teacher} → {student} cannot keep RoPE pairs and frequencies "
+            f"(rotary dims {rotary_t} → {rotary_s}); head_dim sizes that work: {', '.join(map(str, working))}"
+        )
+    step = rotary_t // rotary_s
+    half_t, half_s = rotary_t // 2, rotary_s // 2
+    first = np.arange(half_s) * step  # [rotary_s / 2]
+    kept = [first, half_t + first]
+    if teacher > rotary_t:
+        kept.append(rotary_t + select.uniform(teacher - rotary_t, student - rotary_s).indices())
+    return select.from_indices(teacher, np.concatenate(kept))
+
+
+def _rope_ok(teacher: int, student: int, fraction: float) -> bool:
+    rt, rs = int(teacher * fraction), int(student * fraction)
+    return rs > 0 and rs % 2 == 0 and rt % rs == 0 and (teacher - rt) >= (student - rs)
+
+
+@dataclass
+class AxisSelector:
+    """Chooses one Selection per (axis, layer) and reuses it for every tensor that carries the axis."""
+
+    teacher: dict[str, int]
+    student: dict[str, int]
+    rotary_fraction: float | None  # None: no RoPE in this architecture
+    attention: str = "structured"  # or "flat": the paper's per-dim rule on attention dims too
+    chosen: dict[str, Selection] = field(default_factory=dict)  # axis name → Selection, for the report
+
+    def axis(self, axis: str, layer: int | None) -> Selection:
+        name = axis_name(axis, layer)
+        if name not in self.chosen:
+            self.chosen[name] = self._choose(axis, layer)
+        return self.chosen[name]
+
+    def _choose(self, axis: str, layer: int | None) -> Selection:
+        t, s = self.teacher[_size_key(axis)], self.student[_size_key(axis)]
+        kind = AXIS_KINDS[axis]
+        if kind == EQUAL:
+            return select.identity(t)
+        if kind == TRUNCATE:
+            return Selection(t, 0, 1, s)
+        if axis == "heads":
+            return self._query_heads(layer)
+        if axis == "head_dim" and self.rotary_fraction is not None and s != t:
+            return rope_head_dim(t, s, self.rotary_fraction)
+        return select.uniform(t, s)
+
+    def _query_heads(self, layer: int | None) -> Selection:
+        """GQA: the kept key/value heads first, then within each kept group the query heads it serves."""
+        group_t = self.teacher["heads"] // self.teacher["kv_heads"]
+        group_s = self.student["heads"] // self.student["kv_heads"]
+        kv = self.axis("kv_heads", layer).indices()  # [student kv heads]
+        within = select.uniform(group_t, group_s).indices()  # [group_s]
+        return select.from_indices(self.teacher["heads"], (kv[:, None] * group_t + within[None, :]).ravel())
+
+    def dim(self, dim: DimExpr, layer: int | None) -> tuple[Selection, str]:
+        """The Selection over one tensor dim, and how it was made (for the report)."""
+        t, s = dim_size(dim, self.teacher), dim_size(dim, self.student)
+        axes = [a for block in dim for a in block if not a.isdigit()]
+        protected = any(AXIS_KINDS[a] in (EQUAL, TRUNCATE) for a in axes)
+        if self.attention == "flat" and not protected:
+            selection = select.uniform(t, s)
+            return selection, selection.describe()
+        parts, texts, offset = [], [], 0
+        for block in dim:
+            indices, text, size = self._block(block, layer)
+            parts.append(offset + indices)
+            texts.append(text)
+            offset += size
+        selection = select.from_indices(t, np.concatenate(parts))
+        if len(dim) == 1 and len(dim[0]) == 1:
+            return selection, selection.describe()
+        return selection, " | ".join(texts)
+
+    def _block(self, block: Block, layer: int | None) -> tuple[np.ndarray, str, int]:
+        if block[0].isdigit():
+            n = int(block[0])
+            return np.arange(n), "copy", n
+        indices = np.zeros(1, dtype=np.int64)
+        size = 1
+        texts = []
+        for axis in block:
+            sel = self.axis(axis, layer)
+            indices = (indices[:, None] * sel.teacher_size + sel.indices()[None, :]).ravel()
+            size *= sel.teacher_size
+            texts.append(f"{axis}[{sel.describe()}]")
+        return indices, "×".join(texts), size
+
+
+def _size_key(axis: str) -> str:
+    return "head_dim" if axis == "v_head_dim" else axis
+
+
+def check_sizes(teacher: dict[str, int], student: dict[str, int], keys: dict[str, str]) -> None:
+    """Refuse a student that no selection can make. `keys` names each axis's config key for messages."""
+
+    def name(axis: str) -> str:
+        return f"{axis} ({keys[axis]})" if axis in keys else axis
+
+    for axis in sorted(set(teacher) & set(student)):
+        t, s = teacher[axis], student[axis]
+        kind = AXIS_KINDS.get(axis, WIDTH)
+        if kind == EQUAL and s != t:
+            fix = "--exclude the tensors that carry it" if axis == "classes" else f"keep it at {t}"
+            raise PlanError(
+                f"student {name(axis)} is {s} but the teacher's is {t}; this axis is never subsampled: {fix}"
+            )
+        if s > t:
+            raise PlanError(f"student {name(axis)} is {s} but the teacher's is {t}; a student cannot be larger")
+        if s < 1 and axis in ("hidden", "heads", "kv_heads", "head_dim", "layers"):
+            raise PlanError(f"student {name(axis)} is {s}; it must be at least 1")
+    for who, sizes in (("teacher", teacher), ("student", student)):
+        if sizes["heads"] % sizes["kv_heads"]:
+            heads, kv_heads = name("heads"), name("kv_heads")
+            raise PlanError(f"{who} {heads} = {sizes['heads']} is not a multiple of {kv_heads} = {sizes['kv_heads']}")
+    group_t = teacher["heads"] // teacher["kv_heads"]
+    group_s = student["heads"] // student["kv_heads"]
+    if group_s > group_t:
+        raise PlanError(
+            f"student has {group_s} query heads per key/value head but the teacher has {group_t}; "
+            f"keep {name('heads')} / {name('kv_heads')} at most {group_t} so every query head keeps its key/value head"
+        )

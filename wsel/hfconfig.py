@@ -1,0 +1,140 @@
+"""Hugging Face config.json: reading, `--set` overrides, sizes by architecture data, the student's config."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import operator
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from wsel.errors import SpecError
+
+_BINARY: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Pow: operator.pow,
+}
+
+
+class _Missing(Exception):
+    """A config key named by an expression is absent or null: try the next alternative."""
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: config.json not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpecError(f"{path}: cannot read the config: {e}") from None
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: expected a JSON object")
+    return doc
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """`key=value` → (key, value); the value is JSON when it parses (numbers, true, null, lists), else a string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set num_hidden_layers=16")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_sets(config: dict[str, Any], sets: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A copy of `config` with dotted keys (`rope_parameters.rope_theta`) set."""
+    result = copy.deepcopy(config)
+    for key, value in sets:
+        node = result
+        *parents, last = key.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value
+    return result
+
+
+def lookup(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or node.get(part) is None:
+            raise _Missing(dotted)
+        node = node[part]
+    return node
+
+
+def evaluate(expression: str, config: dict[str, Any]) -> Any:
+    """Evaluate a size expression such as `hidden_size / num_attention_heads` or `len(id2label)`.
+
+    Only arithmetic on numbers and config keys is allowed: architecture data never runs code.
+    Raises _Missing when a key is absent.
+    """
+    return _eval(ast.parse(expression, mode="eval").body, config)
+
+
+def _eval(node: ast.AST, config: dict[str, Any]) -> Any:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return node.value
+    if isinstance(node, ast.Name | ast.Attribute):
+        return lookup(config, ast.unparse(node))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        return _BINARY[type(node.op)](_eval(node.left, config), _eval(node.right, config))
+    if isinstance(node, ast.Call) and ast.unparse(node.func) == "len" and len(node.args) == 1:
+        return len(_eval_container(node.args[0], config))
+    raise ValueError(f"unsupported size expression {ast.unparse(node)!r}")
+
+
+def _eval_container(node: ast.AST, config: dict[str, Any]) -> Any:
+    value = lookup(config, ast.unparse(node))
+    if not isinstance(value, dict | list):
+        raise _Missing(ast.unparse(node))
+    return value
+
+
+def first_value(alternatives: tuple[str, ...], config: dict[str, Any]) -> Any:
+    """The value of the first alternative whose keys are all present; None when none is."""
+    for expression in alternatives:
+        try:
+            return evaluate(expression, config)
+        except (_Missing, ZeroDivisionError):
+            continue
+    return None
+
+
+def check_expression(expression: str) -> None:
+    """Raise ValueError when an expression uses anything but arithmetic, names and len()."""
+    tree = ast.parse(expression, mode="eval").body
+    for node in ast.walk(tree):
+        allowed = (ast.Constant, ast.Name, ast.Attribute, ast.BinOp, ast.Call, ast.Load, *_BINARY)
+        if not isinstance(node, allowed):
+            raise ValueError(f"unsupported element {type(node).__name__} in {expression!r}")
+        if isinstance(node, ast.Call) and (ast.unparse(node.func) != "len" or len(node.args) != 1):
+            raise ValueError(f"only len(key) may be called in {expression!r}")
+
+
+def read_sizes(sizes: dict[str, tuple[str, ...]], config: dict[str, Any], where: str) -> dict[str, int]:
+    """Axis sizes from a config by the architecture's expressions. Axes whose keys are absent are left out."""
+    result: dict[str, int] = {}
+    for axis, alternatives in sizes.items():
+        value = first_value(alternatives, config)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
+            raise SpecError(f"{where}: {alternatives[0]} gives {axis} = {value!r}, expected a whole number")
+        result[axis] = int(value)
+    return result
+
+
+def size_keys(sizes: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """The config key users set for each axis (for messages): the first alternative."""
+    return {axis: alternatives[0] for axis, alternatives in sizes.items()}
