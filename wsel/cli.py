@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,15 @@ from wsel.checkpoint.dtypes import CAST_TARGETS
 from wsel.checkpoint.index import open_checkpoint
 from wsel.checkpoint.output import DEFAULT_MAX_SHARD_SIZE, parse_size
 from wsel.console import byte_progress, make_console
-from wsel.errors import WselError
-from wsel.plan import PlanOptions, build_plan
-from wsel.spec import load_spec
+from wsel.errors import OutputError, WselError
+from wsel.job import prepare
+from wsel.plan import PlanOptions
 
 TEACHER_HELP = "Teacher checkpoint: a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json."
-STUDENT_HELP = "Student config: a shape manifest .json, a template .safetensors (header only), or - for stdin."
+STUDENT_HELP = (
+    "Student config: a Hugging Face config.json, a shape manifest .json, a template .safetensors (header only), "
+    "or - for stdin."
+)
 
 
 class _SizeType(click.ParamType):
@@ -32,6 +36,31 @@ class _SizeType(click.ParamType):
             return parse_size(value)
         except ValueError as e:
             self.fail(str(e), param, ctx)
+
+
+def _student_options(f: Any) -> Any:
+    f = click.option(
+        "--attention",
+        type=click.Choice(["structured", "flat"]),
+        default="structured",
+        show_default=True,
+        help="With architecture data: keep whole heads, GQA groups and RoPE pairs; 'flat' applies the paper's "
+        "per-dim rule to attention too.",
+    )(f)
+    f = click.option(
+        "--teacher-config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="The teacher's config.json, when it is not in the teacher folder.",
+    )(f)
+    f = click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a key of the student's config.json (repeatable); without --student-config the student "
+        "is the teacher's config with these overrides, e.g. --set num_hidden_layers=16.",
+    )(f)
+    return f
 
 
 def _common(f: Any) -> Any:
@@ -58,14 +87,14 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--teacher", "-t", required=True, type=click.Path(path_type=Path), help=TEACHER_HELP)
-@click.option("--student-config", "-s", required=True, help=STUDENT_HELP)
+@click.option("--student-config", "-s", help=STUDENT_HELP)
 @click.option(
     "--output",
     "-o",
     required=True,
-    type=click.Path(path_type=Path),
     help="Output: NAME.safetensors for one file, or a folder (model.safetensors, or shards + index).",
 )
+@_student_options
 @_common
 @click.option("--dtype", type=click.Choice(sorted(CAST_TARGETS)), help="Cast floating tensors (default: keep bytes).")
 @click.option(
@@ -84,8 +113,11 @@ def cli() -> None:
 )
 def init(
     teacher: Path,
-    student_config: str,
-    output: Path,
+    student_config: str | None,
+    output: str,
+    sets: tuple[str, ...],
+    teacher_config: Path | None,
+    attention: str,
     exclude: tuple[str, ...],
     as_json: bool,
     quiet: bool,
@@ -99,20 +131,25 @@ def init(
 
     console = make_console(quiet)
     with _errors_exit(console):
-        index = open_checkpoint(teacher)
-        spec = load_spec(student_config)
-        options = PlanOptions(exclude=exclude, dtype=CAST_TARGETS[dtype] if dtype else None)
-        plan = build_plan(index, spec, options)
+        options = PlanOptions(exclude=exclude, dtype=CAST_TARGETS[dtype] if dtype else None, attention=attention)
+        plan = prepare(teacher, student_config, options, sets, teacher_config)
+        if report_file is not None:
+            _check_writable(report_file)  # before the run: a failed report must not follow a written checkpoint
+        target = Path(output)
+        folder = output.endswith(("/", os.sep)) or None  # a trailing slash always means a folder
         total = sum(t.nbytes for t in plan.written)
         with byte_progress(console, total, "selecting") as on_progress:
-            stats = execute.run(plan, output, force=force, max_shard_size=max_shard_size, on_progress=on_progress)
+            stats = execute.run(
+                plan, target, force=force, max_shard_size=max_shard_size, on_progress=on_progress, folder=folder
+            )
         doc = report.plan_report(plan, stats, "init")
         _emit(console, doc, as_json, report_file, report.render, report.markdown)
 
 
 @cli.command()
 @click.option("--teacher", "-t", required=True, type=click.Path(path_type=Path), help=TEACHER_HELP)
-@click.option("--student-config", "-s", help=STUDENT_HELP + " Without it, list the teacher's tensors.")
+@click.option("--student-config", "-s", help=STUDENT_HELP + " Without it (and without --set), list the teacher.")
+@_student_options
 @_common
 @click.option(
     "--report",
@@ -123,6 +160,9 @@ def init(
 def inspect(
     teacher: Path,
     student_config: str | None,
+    sets: tuple[str, ...],
+    teacher_config: Path | None,
+    attention: str,
     exclude: tuple[str, ...],
     as_json: bool,
     quiet: bool,
@@ -133,11 +173,11 @@ def inspect(
 
     console = make_console(quiet)
     with _errors_exit(console):
-        index = open_checkpoint(teacher)
-        if student_config is None:
-            _emit(console, report.teacher_report(index), as_json, report_file, report.render_teacher, None)
+        if student_config is None and not sets:
+            doc = report.teacher_report(open_checkpoint(teacher))
+            _emit(console, doc, as_json, report_file, report.render_teacher, report.markdown_teacher)
             return
-        plan = build_plan(index, load_spec(student_config), PlanOptions(exclude=exclude))
+        plan = prepare(teacher, student_config, PlanOptions(exclude=exclude, attention=attention), sets, teacher_config)
         doc = report.plan_report(plan, None, "inspect")
         _emit(console, doc, as_json, report_file, report.render, report.markdown)
 
@@ -152,13 +192,19 @@ def _emit(console: Any, doc: dict[str, Any], as_json: bool, report_file: Path | 
 
 
 def _save_report(doc: dict[str, Any], path: Path, md: Any) -> None:
-    from wsel.errors import OutputError
-
-    text = md(doc) if path.suffix == ".md" and md is not None else json.dumps(doc, indent=2) + "\n"
+    text = md(doc) if path.suffix == ".md" else json.dumps(doc, indent=2) + "\n"
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as e:
         raise OutputError(f"{path}: cannot write the report: {e.strerror or e}") from None
+
+
+def _check_writable(path: Path) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: cannot write the report: folder {folder} does not exist")
+    if path.is_dir() or not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"{path}: cannot write the report: permission denied")
 
 
 class _errors_exit:

@@ -15,10 +15,12 @@ from wsel.checkpoint.output import (
     check_target,
     existing_model_files,
     layout,
+    write_atomically,
     write_index,
 )
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
 from wsel.checkpoint.writer import OutputTensor, SafetensorsWriter
+from wsel.errors import PlanError
 from wsel.plan import Plan
 
 ProgressCallback = Callable[[int], None]  # called with the number of tensor bytes just written
@@ -53,12 +55,17 @@ def run(
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     on_progress: ProgressCallback | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    folder: bool | None = None,
 ) -> Stats:
-    """Write the student described by `plan` to `target` (a .safetensors file or a folder)."""
+    """Write the student described by `plan` to `target`: a .safetensors file, or a folder (always when
+    `folder` is true)."""
     started = time.perf_counter()
     target = Path(target)
-    check_target(target, plan.teacher.files, force)
-    out = layout(target, [OutputTensor(t.name, t.dtype, t.shape) for t in plan.written], max_shard_size)
+    if not plan.written:
+        raise PlanError(f"{target}: nothing to write: every student tensor is excluded")
+    check_target(target, plan.teacher.files, force, companion_names(plan), folder)
+    tensors = [OutputTensor(t.name, t.dtype, t.shape) for t in plan.written]
+    out = layout(target, tensors, max_shard_size, folder)
     metadata = provenance(plan)
     stale = existing_model_files(target) if out.is_folder else []
     created_folder = out.is_folder and not target.exists()
@@ -86,6 +93,7 @@ def run(
             writer.commit()
         if out.index_path is not None:
             write_index(out.index_path, out.shards, {"wsel.version": __version__})
+        companions = write_companions(plan, target) if out.is_folder else ()
     except BaseException:
         for writer in writers:
             writer.discard()
@@ -95,14 +103,34 @@ def run(
     for old in stale:  # --force: files of the previous checkpoint that the new one did not replace
         if old not in out.files:
             old.unlink(missing_ok=True)
-    file_bytes = sum(w.size for w in writers) + (out.index_path.stat().st_size if out.index_path else 0)
+    files = out.files + companions
+    file_bytes = sum(w.size for w in writers) + sum(f.stat().st_size for f in files[len(writers) :])
     return Stats(
-        files=out.files,
+        files=files,
         tensor_bytes=sum(t.nbytes for t in plan.written),
         file_bytes=file_bytes,
         bytes_read=bytes_read,
         seconds=time.perf_counter() - started,
     )
+
+
+def companion_names(plan: Plan) -> tuple[str, ...]:
+    """Files written beside the weights of a folder output: the student's config.json, tokenizer files."""
+    names = ("config.json",) if plan.student_config is not None else ()
+    return names + tuple(f.name for f in plan.copy_files)
+
+
+def write_companions(plan: Plan, folder: Path) -> tuple[Path, ...]:
+    """config.json (keys sorted, as transformers writes it) and the teacher's tokenizer files, each atomically."""
+    written = []
+    if plan.student_config is not None:
+        text = json.dumps(plan.student_config, indent=2, sort_keys=True) + "\n"
+        write_atomically(folder / "config.json", text.encode())
+        written.append(folder / "config.json")
+    for source in plan.copy_files:
+        write_atomically(folder / source.name, source.read_bytes())
+        written.append(folder / source.name)
+    return tuple(written)
 
 
 def _reported(chunks: Iterable[bytes], on_progress: ProgressCallback | None) -> Iterator[bytes]:

@@ -62,7 +62,10 @@ def compact_ranges(values: list[int]) -> str:
 
 
 def first_n(group: str, student_indices: list[int], teacher_indices: list[int]) -> LayerMap:
-    """The paper's default: the k-th student layer reads the k-th teacher layer (usually i → i)."""
+    """The paper's default: student layer i reads teacher layer i. (A student whose indices the
+    teacher does not all have is mapped in order: its k-th layer reads the teacher's k-th.)"""
     students = sorted(set(student_indices))
     teachers = sorted(set(teacher_indices))
+    if set(students) <= set(teachers):
+        return LayerMap(group, len(teachers), tuple((i, i) for i in students))
     return LayerMap(group, len(teachers), tuple(zip(students, teachers[: len(students)], strict=True)))

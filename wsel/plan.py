@@ -26,7 +26,10 @@ from wsel.spec import StudentSpec, StudentTensor
 SELECT, COPY, EXCLUDE = "select", "copy", "exclude"
 
 # Names whose non-last dims index tokens or positions: uniform subsampling of those breaks the model.
-_ROW_INDEXED_NAME = re.compile(r"embed|wte|wpe|pos|vocab|lm_head|token_type|cls_token", re.IGNORECASE)
+_ROW_INDEXED_NAME = re.compile(
+    r"embed_tokens|word_embed|tok_embed|embed_in|embed_out|wte|wpe|pos_embed|position|vocab|lm_head|token_type",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)

@@ -268,3 +268,20 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"- warning: {w}" for w in report["warnings"]]
     lines += ["", summary_line(report), ""]
     return "\n".join(lines)
+
+
+def markdown_teacher(report: dict[str, Any]) -> str:
+    """`wsel inspect --teacher T --report FILE.md`: the teacher's tensors as Markdown."""
+    teacher = report["teacher"]
+    lines = [
+        f"# {teacher['path']}: {len(teacher['files'])} file(s)",
+        "",
+        "| tensor | shape | dtype | bytes | file |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{t['name']}` | `{_shape(t['shape'])}` | {t['dtype']} | {t['bytes']} | {t['file']} |"
+        for t in report["tensors"]
+    ]
+    lines += ["", f"{teacher['tensors']} tensors, {teacher['parameters']} parameters, {teacher['bytes']} bytes", ""]
+    return "\n".join(lines)

@@ -1,9 +1,11 @@
 """The student: names, shapes and (optionally) dtypes of every tensor it needs.
 
-Two forms are read here:
+Three forms are read here:
   1. a shape manifest, JSON `{"name": [dim, ...], ...}` (a value may also be
      `{"shape": [...], "dtype": "BF16"}`), from a file or standard input (`-`);
-  2. a template checkpoint `*.safetensors`: only its header is read.
+  2. a template checkpoint `*.safetensors`: only its header is read;
+  3. a Hugging Face config.json (a JSON object with `model_type`): tensors are derived later,
+     from architecture data and the teacher (see `wsel.job`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ class StudentTensor:
 @dataclass(frozen=True)
 class StudentSpec:
     source: str  # the path the user gave, or "<stdin>"
-    kind: str  # "manifest" | "template"
-    tensors: tuple[StudentTensor, ...]
+    kind: str  # "manifest" | "template" | "hf-config"
+    tensors: tuple[StudentTensor, ...]  # for "hf-config", derived by the plan from architecture data
+    config: dict[str, Any] | None = None  # the Hugging Face config.json of an "hf-config" student
 
 
 def load_spec(source: str, stdin: TextIO | None = None) -> StudentSpec:
@@ -69,19 +72,31 @@ def _from_template(path: Path) -> StudentSpec:
 def parse_manifest(text: str, source: str) -> StudentSpec:
     """Parse a JSON shape manifest. Raises SpecError naming the source and the bad entry."""
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=_reject_repeated_names)
     except json.JSONDecodeError as e:
         raise SpecError(f"{source}: student config is not valid JSON: {e}") from None
+    except _Repeated as e:
+        raise SpecError(f"{source}: tensor {e.args[0]!r} is named twice") from None
     if not isinstance(doc, dict):
         raise SpecError(f"{source}: expected a JSON object mapping tensor names to shapes")
-    if "model_type" in doc or "architectures" in doc:
-        raise SpecError(
-            f"{source}: looks like a Hugging Face config.json; this version needs a shape manifest "
-            '{"tensor.name": [dims]} or a template .safetensors'
-        )
+    if "model_type" in doc:
+        return StudentSpec(source, "hf-config", (), config=doc)
     if not doc:
         raise SpecError(f"{source}: student config names no tensors")
     return StudentSpec(source, "manifest", tuple(_manifest_entry(source, k, v) for k, v in doc.items()))
+
+
+class _Repeated(Exception):
+    pass
+
+
+def _reject_repeated_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Repeated(key)
+        seen[key] = value
+    return seen
 
 
 def _manifest_entry(source: str, name: str, value: Any) -> StudentTensor:

@@ -50,13 +50,14 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
-def is_file_target(target: Path) -> bool:
-    return target.suffix == ".safetensors" and not target.is_dir()
+def is_file_target(target: Path, folder: bool | None = None) -> bool:
+    """A `.safetensors` path is one file, unless it is an existing folder or `folder` says so (trailing slash)."""
+    return not folder and target.suffix == ".safetensors" and not target.is_dir()
 
 
-def layout(target: Path, tensors: list[OutputTensor], max_shard_size: int) -> OutputLayout:
+def layout(target: Path, tensors: list[OutputTensor], max_shard_size: int, folder: bool | None = None) -> OutputLayout:
     """Split tensors (in order) into shards of at most `max_shard_size` data bytes, HF-named."""
-    if is_file_target(target):
+    if is_file_target(target, folder):
         return OutputLayout(target, False, (Shard(target, tuple(tensors)),), None)
     groups: list[list[OutputTensor]] = [[]]
     size = 0
@@ -73,11 +74,25 @@ def layout(target: Path, tensors: list[OutputTensor], max_shard_size: int) -> Ou
     return OutputLayout(target, True, shards, target / INDEX_FILE)
 
 
-def check_target(target: Path, teacher_files: tuple[Path, ...], force: bool) -> None:
-    """Refuse an output that is the teacher, or that exists without --force. Creates nothing."""
+def check_target(
+    target: Path,
+    teacher_files: tuple[Path, ...],
+    force: bool,
+    extra_names: tuple[str, ...] = (),
+    folder: bool | None = None,
+) -> None:
+    """Refuse an output that is the teacher, or that exists without --force. Creates nothing.
+
+    `extra_names` are files written beside a folder output (config.json, tokenizer files).
+    """
     resolved = target.resolve()
     teacher_resolved = {f.resolve() for f in teacher_files}
-    if is_file_target(target):
+    if is_file_target(target, folder):
+        if extra_names:
+            raise OutputError(
+                f"{target}: a config.json student is written as a folder (weights, config.json, tokenizer); "
+                "name a folder, e.g. -o student/"
+            )
         if resolved in teacher_resolved:
             raise OutputError(f"{target}: output is the teacher file; choose another output path")
         if not target.parent.is_dir():
@@ -89,7 +104,7 @@ def check_target(target: Path, teacher_files: tuple[Path, ...], force: bool) -> 
         raise OutputError(f"{target}: exists and is not a folder; name a .safetensors file or a folder")
     if any(f.parent == resolved for f in teacher_resolved):
         raise OutputError(f"{target}: output folder holds the teacher; choose another folder")
-    existing = existing_model_files(target)
+    existing = existing_model_files(target) + [target / n for n in extra_names if (target / n).exists()]
     if existing and not force:
         raise OutputError(f"{target}: already holds {existing[0].name}; pass --force to replace the checkpoint")
 
@@ -102,19 +117,24 @@ def existing_model_files(folder: Path) -> list[Path]:
 
 
 def write_index(path: Path, shards: tuple[Shard, ...], metadata: dict[str, object]) -> None:
-    """Write model.safetensors.index.json atomically (temp file, fsync, rename)."""
+    """Write model.safetensors.index.json atomically."""
     weight_map = {t.name: s.path.name for s in shards for t in s.tensors}
     doc = {
         "metadata": {**metadata, "total_size": sum(t.nbytes for s in shards for t in s.tensors)},
         "weight_map": {k: weight_map[k] for k in sorted(weight_map)},
     }
+    write_atomically(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a small file through a temporary file in the same folder: fsync, then rename."""
     temp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
     try:
-        with open(temp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+        with open(temp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)
     except OSError as e:
         temp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write the index: {e.strerror or e}") from None
+        raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None

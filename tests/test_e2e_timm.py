@@ -1,0 +1,266 @@
+"""End to end on timm-named checkpoints: ViT-S/16 → ViT-Ti/16 and ConvNeXt-T → ConvNeXt-F.
+
+timm itself is not a dependency: the shape tables below are written by hand from timm's
+`VisionTransformer` and `ConvNeXt` (same tensor names and shapes as their `state_dict()`), so the
+test builds real-looking teachers and students and checks every written tensor bit for bit
+against the paper's own `uniform_element_selection`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import random_state, run_cli, save, write_manifest
+from reference import uniform_element_selection
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+CLASSES = 100  # a 100-class head keeps the files small; it is excluded anyway, as in the paper
+
+
+# ------------------------------------------------------------------------------------ shape tables
+
+
+def vit_shapes(embed: int, depth: int, mlp: int, classes: int = CLASSES, img: int = 224, patch: int = 16) -> dict:
+    """timm `vit_*_patch16_224` state_dict shapes (class token, learned pos_embed, fused qkv)."""
+    tokens = (img // patch) ** 2 + 1  # 196 patches + the class token
+    shapes: dict[str, tuple[int, ...]] = {
+        "cls_token": (1, 1, embed),
+        "pos_embed": (1, tokens, embed),
+        "patch_embed.proj.weight": (embed, 3, patch, patch),
+        "patch_embed.proj.bias": (embed,),
+    }
+    for i in range(depth):
+        p = f"blocks.{i}."
+        shapes |= {
+            p + "norm1.weight": (embed,),
+            p + "norm1.bias": (embed,),
+            p + "attn.qkv.weight": (3 * embed, embed),  # [q|k|v = 3*heads*head_dim, embed]
+            p + "attn.qkv.bias": (3 * embed,),
+            p + "attn.proj.weight": (embed, embed),
+            p + "attn.proj.bias": (embed,),
+            p + "norm2.weight": (embed,),
+            p + "norm2.bias": (embed,),
+            p + "mlp.fc1.weight": (mlp, embed),
+            p + "mlp.fc1.bias": (mlp,),
+            p + "mlp.fc2.weight": (embed, mlp),
+            p + "mlp.fc2.bias": (embed,),
+        }
+    shapes |= {
+        "norm.weight": (embed,),
+        "norm.bias": (embed,),
+        "head.weight": (classes, embed),
+        "head.bias": (classes,),
+    }
+    return shapes
+
+
+def convnext_shapes(depths: tuple[int, ...], dims: tuple[int, ...], classes: int = CLASSES) -> dict:
+    """timm `convnext_*` state_dict shapes (Linear MLP, layer-scale `gamma`, NormMlpClassifierHead)."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "stem.0.weight": (dims[0], 3, 4, 4),  # patchify conv, stride 4
+        "stem.0.bias": (dims[0],),
+        "stem.1.weight": (dims[0],),  # LayerNorm2d
+        "stem.1.bias": (dims[0],),
+    }
+    for s, (depth, dim) in enumerate(zip(depths, dims, strict=True)):
+        if s > 0:  # stage 0 has no downsample (the stem already did it)
+            shapes |= {
+                f"stages.{s}.downsample.0.weight": (dims[s - 1],),  # LayerNorm2d on the input channels
+                f"stages.{s}.downsample.0.bias": (dims[s - 1],),
+                f"stages.{s}.downsample.1.weight": (dim, dims[s - 1], 2, 2),
+                f"stages.{s}.downsample.1.bias": (dim,),
+            }
+        for b in range(depth):
+            p = f"stages.{s}.blocks.{b}."
+            shapes |= {
+                p + "gamma": (dim,),
+                p + "conv_dw.weight": (dim, 1, 7, 7),  # depthwise 7x7
+                p + "conv_dw.bias": (dim,),
+                p + "norm.weight": (dim,),
+                p + "norm.bias": (dim,),
+                p + "mlp.fc1.weight": (4 * dim, dim),
+                p + "mlp.fc1.bias": (4 * dim,),
+                p + "mlp.fc2.weight": (dim, 4 * dim),
+                p + "mlp.fc2.bias": (dim,),
+            }
+    shapes |= {
+        "head.norm.weight": (dims[-1],),
+        "head.norm.bias": (dims[-1],),
+        "head.fc.weight": (classes, dims[-1]),
+        "head.fc.bias": (classes,),
+    }
+    return shapes
+
+
+VIT_S = {"embed": 384, "depth": 4, "mlp": 1536}  # ViT-S/16 (6 heads), 4 of its 12 blocks to stay fast
+VIT_TI = {"embed": 192, "depth": 2, "mlp": 768}  # ViT-Ti/16 (3 heads): every dim halves
+VIT_ODD = {"embed": 100, "depth": 3, "mlp": 400}  # 384→100, 1152→300, 1536→400: all the linspace branch
+CONVNEXT_T = {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768)}
+CONVNEXT_F = {"depths": (2, 2, 6, 2), "dims": (48, 96, 192, 384)}  # femto
+CONVNEXT_ODD = {"depths": (1, 3, 2, 1), "dims": (40, 100, 160, 300)}  # none of these divide the teacher's
+
+
+@pytest.fixture(scope="module")
+def vit_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    state = random_state(vit_shapes(**VIT_S), seed=1)
+    return save(tmp_path_factory.mktemp("vit") / "vit_small.safetensors", state), state
+
+
+@pytest.fixture(scope="module")
+def convnext_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
+    state = random_state(convnext_shapes(**CONVNEXT_T), seed=2)
+    return save(tmp_path_factory.mktemp("convnext") / "convnext_tiny.safetensors", state), state
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def raw_bytes(t: torch.Tensor) -> bytes:
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def init_and_check(
+    teacher: Path,
+    teacher_state: dict[str, torch.Tensor],
+    student_shapes: dict[str, tuple[int, ...]],
+    student_config: Path,
+    out: Path,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Run `wsel init --exclude 'head*' --json` and check the output against the paper's code."""
+    result = run_cli(
+        "init", "--teacher", teacher, "--student-config", student_config, "-o", out, "--exclude", "head*", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    written = load_file(str(out))
+
+    heads = {n for n in student_shapes if n.startswith("head")}
+    assert heads  # the exclusion really removes something
+    assert set(written) == set(student_shapes) - heads
+    assert not heads & set(written)
+    for name, tensor in written.items():
+        expected = uniform_element_selection(teacher_state[name], student_shapes[name])
+        assert tensor.dtype == expected.dtype == torch.float32, name
+        assert tuple(tensor.shape) == tuple(student_shapes[name]), name
+        assert torch.equal(tensor, expected), name
+        assert raw_bytes(tensor) == raw_bytes(expected), name  # bit for bit, signed zeros included
+
+    assert sorted(report["excluded"]) == sorted(heads)
+    by_name = {t["name"]: t for t in report["tensors"]}
+    assert set(by_name) == set(student_shapes)
+    for name in heads:
+        assert by_name[name]["action"] == "exclude"
+        assert by_name[name]["reason"] == "--exclude"
+    for name in written:
+        assert by_name[name]["teacher"] == name  # first-N: student block i reads teacher block i
+        assert by_name[name]["shape"] == list(student_shapes[name])
+    assert report["totals"]["tensors_written"] == len(written)
+    assert report["run"]["files"] == [str(out)]
+    return written, report
+
+
+def layer_map_metadata(out: Path) -> dict:
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "pt"
+    return json.loads(meta["wsel.layer_map"])
+
+
+# ------------------------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("student", [VIT_TI, VIT_ODD], ids=["vit_tiny", "vit_odd_widths"])
+def test_vit_small_to_student(vit_teacher: tuple, student: dict, tmp_path: Path) -> None:
+    teacher, state = vit_teacher
+    shapes = vit_shapes(**student)
+    out = tmp_path / "student.safetensors"
+    _, report = init_and_check(teacher, state, shapes, write_manifest(tmp_path / "s.json", shapes), out)
+
+    depth = student["depth"]
+    assert [(m["group"], m["teacher_layers"], m["map"]) for m in report["layer_maps"]] == [
+        ("blocks", VIT_S["depth"], [[i, i] for i in range(depth)])
+    ]
+    assert layer_map_metadata(out) == {"blocks": list(range(depth))}
+    qkv = next(t for t in report["tensors"] if t["name"] == "blocks.0.attn.qkv.weight")
+    if student is VIT_TI:  # 1152 → 576 and 384 → 192: strides of 2
+        assert [(d["rule"], d.get("step")) for d in qkv["dims"]] == [("stride", 2), ("stride", 2)]
+    else:  # 1152 → 300 and 384 → 100 do not divide: the paper's rounded linspace, index by index
+        expected = [torch.round(torch.linspace(0, n - 1, s)).long().tolist() for n, s in ((1152, 300), (384, 100))]
+        assert [(d["rule"], d["indices"]) for d in qkv["dims"]] == [("indices", idx) for idx in expected]
+        assert expected[1][:4] == [0, 4, 8, 12] and expected[1][-1] == 383
+    # Positions are never shortened: 197 tokens in teacher and student.
+    pos = next(t for t in report["tensors"] if t["name"] == "pos_embed")
+    assert [(d["rule"], d["teacher"], d["student"]) for d in pos["dims"][:2]] == [("copy", 1, 1), ("copy", 197, 197)]
+    assert (pos["dims"][2]["teacher"], pos["dims"][2]["student"]) == (384, student["embed"])
+    assert pos["dims"][2]["rule"] == ("stride" if student is VIT_TI else "indices")
+
+
+def test_vit_report_does_not_call_the_patch_embedding_a_vocabulary(vit_teacher: tuple, tmp_path: Path) -> None:
+    """`patch_embed.proj.weight` is [embed, 3, 16, 16]: dim 0 is the hidden width, which the paper selects.
+
+    The generic path's vocabulary/position warning must not fire for it (nor for anything in a ViT:
+    `pos_embed` keeps its 197 positions and `cls_token` has a single row).
+    """
+    teacher, state = vit_teacher
+    shapes = vit_shapes(**VIT_TI)
+    _, report = init_and_check(
+        teacher, state, shapes, write_manifest(tmp_path / "s.json", shapes), tmp_path / "student.safetensors"
+    )
+    assert report["warnings"] == []
+
+
+def test_vit_template_student_gives_the_same_output(vit_teacher: tuple, tmp_path: Path) -> None:
+    teacher, state = vit_teacher
+    shapes = vit_shapes(**VIT_ODD)
+    from_manifest, _ = init_and_check(
+        teacher, state, shapes, write_manifest(tmp_path / "s.json", shapes), tmp_path / "a.safetensors"
+    )
+    template = save(tmp_path / "template" / "vit_student.safetensors", random_state(shapes, seed=9))
+    from_template, report = init_and_check(teacher, state, shapes, template, tmp_path / "b.safetensors")
+    assert report["student"]["kind"] == "template"
+    assert not [w for w in report["warnings"] if "template dtype" in w]  # the template is F32, as written
+    assert from_template.keys() == from_manifest.keys()
+    for name in from_manifest:
+        assert raw_bytes(from_template[name]) == raw_bytes(from_manifest[name]), name
+
+
+@pytest.mark.parametrize("student", [CONVNEXT_F, CONVNEXT_ODD], ids=["convnext_femto", "convnext_odd_widths"])
+def test_convnext_tiny_to_student(convnext_teacher: tuple, student: dict, tmp_path: Path) -> None:
+    teacher, state = convnext_teacher
+    shapes = convnext_shapes(**student)
+    out = tmp_path / "student.safetensors"
+    written, report = init_and_check(teacher, state, shapes, write_manifest(tmp_path / "s.json", shapes), out)
+
+    # First-N per stage: each stage is its own layer group.
+    expected_maps = [
+        (f"stages.{s}.blocks", CONVNEXT_T["depths"][s], [[b, b] for b in range(d)])
+        for s, d in enumerate(student["depths"])
+    ]
+    assert [(m["group"], m["teacher_layers"], m["map"]) for m in report["layer_maps"]] == expected_maps
+    assert layer_map_metadata(out) == {f"stages.{s}.blocks": list(range(d)) for s, d in enumerate(student["depths"])}
+    # The deepest student block of stage 2 is written (from the same teacher index, see init_and_check).
+    assert f"stages.2.blocks.{student['depths'][2] - 1}.mlp.fc1.weight" in written
+    # Depthwise kernels keep their 7x7 taps and the per-channel group dim.
+    dw = next(t for t in report["tensors"] if t["name"] == "stages.0.blocks.0.conv_dw.weight")
+    assert [d["rule"] for d in dw["dims"]][1:] == ["copy", "copy", "copy"]
+    if student is CONVNEXT_ODD:
+        assert dw["dims"][0]["rule"] == "indices"
+        assert dw["dims"][0]["indices"] == torch.round(torch.linspace(0, 95, 40)).long().tolist()
+
+
+def test_convnext_template_student_gives_the_same_output(convnext_teacher: tuple, tmp_path: Path) -> None:
+    teacher, state = convnext_teacher
+    shapes = convnext_shapes(**CONVNEXT_F)
+    from_manifest, _ = init_and_check(
+        teacher, state, shapes, write_manifest(tmp_path / "s.json", shapes), tmp_path / "a.safetensors"
+    )
+    template = save(tmp_path / "template" / "convnext_femto.safetensors", random_state(shapes, seed=5))
+    from_template, report = init_and_check(teacher, state, shapes, template, tmp_path / "b.safetensors")
+    assert report["student"]["kind"] == "template"
+    assert from_template.keys() == from_manifest.keys()
+    for name in from_manifest:
+        assert raw_bytes(from_template[name]) == raw_bytes(from_manifest[name]), name
