@@ -55,8 +55,9 @@ def parse_dim(text: str) -> DimExpr:
     return tuple(blocks)
 
 
-def dim_text(dim: DimExpr) -> str:
-    return " | ".join("*".join(block) for block in dim)
+def dim_text(dim: DimExpr, layer: int | None = None) -> str:
+    """`heads*head_dim`, or with a layer the concrete axes: `heads[3]*head_dim`."""
+    return " | ".join("*".join(axis_name(a, layer) for a in block) for block in dim)
 
 
 def dim_size(dim: DimExpr, sizes: dict[str, int]) -> int:

@@ -126,7 +126,7 @@ def _plan(
     chosen = [selector.dim(dim, layer) for dim in template.dims]
     selections = tuple(sel for sel, _ in chosen)
     texts = tuple(text for _, text in chosen)
-    axes = tuple(dim_text(d) for d in template.dims)
+    axes = tuple(dim_text(d, layer) for d in template.dims)
     return tensor_plan(tensor, source, selections, axes, options, warnings, texts)
 
 

@@ -16,6 +16,7 @@ from wsel.checkpoint.index import CheckpointIndex
 from wsel.execute import Stats
 from wsel.layers import compact_ranges, find_layer
 from wsel.plan import EXCLUDE, Plan, TensorPlan
+from wsel.select import Selection
 
 SCHEMA_VERSION = 1
 COLUMNS = ("student tensor", "teacher tensor", "shape (teacher → student)", "selection per dim", "action")
@@ -43,6 +44,7 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
             "elements": plan.options.elements,
             "dtype": plan.options.dtype,
             "exclude": list(plan.options.exclude),
+            "attention": plan.options.attention,
         },
         "path": plan.path,
         "layer_maps": [
@@ -54,7 +56,8 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
             }
             for m in plan.layer_maps
         ],
-        "tensors": [_tensor_entry(t) for t in plan.tensors],
+        "axes": {name: sel.to_dict() for name, sel in plan.axes.items()},
+        "tensors": [_tensor_entry(t, plan.axes) for t in plan.tensors],
         "excluded": [t.name for t in plan.excluded],
         "warnings": list(plan.warnings),
         "totals": {
@@ -99,7 +102,15 @@ def _teacher_summary(teacher: CheckpointIndex) -> dict[str, Any]:
     }
 
 
-def _tensor_entry(t: TensorPlan) -> dict[str, Any]:
+def _dim_entry(axis: str, text: str, sel: Selection, axes: dict[str, Selection]) -> dict[str, Any]:
+    """One dim of a tensor. A dim that is one axis carries its selection; a composite dim
+    (`heads[0]*head_dim`, fused blocks) names its axes, whose selections are under the report's `axes`."""
+    if axis in axes or sel.is_identity:
+        return {"axis": axis, "text": text, **sel.to_dict()}
+    return {"axis": axis, "text": text, "rule": "composite", "teacher": sel.teacher_size, "student": sel.size}
+
+
+def _tensor_entry(t: TensorPlan, axes: dict[str, Selection]) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "action": t.action}
     if t.action == EXCLUDE:
         entry["reason"] = t.reason
@@ -109,10 +120,7 @@ def _tensor_entry(t: TensorPlan) -> dict[str, Any]:
         teacher=t.source.name,
         teacher_shape=list(t.source.shape),
         teacher_dtype=t.source.dtype,
-        dims=[
-            {"axis": axis, "text": sel.describe(), **sel.to_dict()}
-            for axis, sel in zip(t.axes, t.selections, strict=True)
-        ],
+        dims=[_dim_entry(axis, text, sel, axes) for axis, text, sel in zip(t.axes, t.texts, t.selections, strict=True)],
         bytes=t.nbytes,
     )
     return entry
@@ -212,11 +220,18 @@ def render(console: Console, report: dict[str, Any]) -> None:
     for row in _rows(report):
         table.add_row(*(Text(cell) for cell in row))
     console.print(table)
+    console.print(Text(_path_line(report)))
     for m in report["layer_maps"]:
         console.print(Text(f"layers {m['group']}: {m['summary']}"))
     for warning in report["warnings"]:
         console.print(Text(f"warning: {warning}", style="yellow"))
     console.print(Text(summary_line(report)))
+
+
+def _path_line(report: dict[str, Any]) -> str:
+    if report["path"] == "generic":
+        return "generic path: dims matched by name and size, the paper's rule on every dim"
+    return f"architecture {report['path']}: {report['options']['attention']} attention"
 
 
 def summary_line(report: dict[str, Any]) -> str:
@@ -263,7 +278,7 @@ def markdown(report: dict[str, Any]) -> str:
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(f"`{c}`" if c else "" for c in row) + " |" for row in _rows(report)]
-    lines.append("")
+    lines += ["", f"- {_path_line(report)}"]
     lines += [f"- layers `{m['group']}`: {m['summary']}" for m in report["layer_maps"]]
     lines += [f"- warning: {w}" for w in report["warnings"]]
     lines += ["", summary_line(report), ""]
