@@ -129,11 +129,13 @@ def init_and_check(
     student_shapes: dict[str, tuple[int, ...]],
     student_config: Path,
     out: Path,
+    *extra: str,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Run `wsel init --exclude 'head*' --json` and check the output against the paper's code."""
     result = run_cli(
-        "init", "--teacher", teacher, "--student-config", student_config, "-o", out, "--exclude", "head*", "--json"
-    )
+        "init", "--teacher", teacher, "--student-config", student_config, "-o", out, "--exclude", "head*", "--json",
+        *extra,
+    )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     written = load_file(str(out))
@@ -178,7 +180,10 @@ def test_vit_small_to_student(vit_teacher: tuple, student: dict, tmp_path: Path)
     teacher, state = vit_teacher
     shapes = vit_shapes(**student)
     out = tmp_path / "student.safetensors"
-    _, report = init_and_check(teacher, state, shapes, write_manifest(tmp_path / "s.json", shapes), out)
+    # Divisible widths: q|k|v blocks kept apart (the default) coincide with the paper's flat stride.
+    # Odd widths: `--attention flat` is the paper's rule itself, index by index.
+    extra = () if student is VIT_TI else ("--attention", "flat")
+    _, report = init_and_check(teacher, state, shapes, write_manifest(tmp_path / "s.json", shapes), out, *extra)
 
     depth = student["depth"]
     assert [(m["group"], m["teacher_layers"], m["map"]) for m in report["layer_maps"]] == [
@@ -216,11 +221,12 @@ def test_vit_report_does_not_call_the_patch_embedding_a_vocabulary(vit_teacher: 
 def test_vit_template_student_gives_the_same_output(vit_teacher: tuple, tmp_path: Path) -> None:
     teacher, state = vit_teacher
     shapes = vit_shapes(**VIT_ODD)
+    flat = ("--attention", "flat")  # odd widths: compared with the paper's flat rule
     from_manifest, _ = init_and_check(
-        teacher, state, shapes, write_manifest(tmp_path / "s.json", shapes), tmp_path / "a.safetensors"
+        teacher, state, shapes, write_manifest(tmp_path / "s.json", shapes), tmp_path / "a.safetensors", *flat
     )
     template = save(tmp_path / "template" / "vit_student.safetensors", random_state(shapes, seed=9))
-    from_template, report = init_and_check(teacher, state, shapes, template, tmp_path / "b.safetensors")
+    from_template, report = init_and_check(teacher, state, shapes, template, tmp_path / "b.safetensors", *flat)
     assert report["student"]["kind"] == "template"
     assert not [w for w in report["warnings"] if "template dtype" in w]  # the template is F32, as written
     assert from_template.keys() == from_manifest.keys()
@@ -264,3 +270,23 @@ def test_convnext_template_student_gives_the_same_output(convnext_teacher: tuple
     assert from_template.keys() == from_manifest.keys()
     for name in from_manifest:
         assert raw_bytes(from_template[name]) == raw_bytes(from_manifest[name]), name
+
+
+def test_vit_qkv_blocks_never_mix_by_default(vit_teacher: tuple, tmp_path: Path) -> None:
+    # 1152 → 300 q|k|v rows: the timm name set splits them into three 384 → 100 blocks, each selected
+    # by the paper's rule on its own, so every student q row is a teacher q row (likewise k and v).
+    teacher, state = vit_teacher
+    shapes = vit_shapes(**VIT_ODD)
+    out = tmp_path / "student.safetensors"
+    result = run_cli("init", "-t", teacher, "-s", write_manifest(tmp_path / "s.json", shapes), "-o", out,
+                     "--exclude", "head*", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    block = torch.round(torch.linspace(0, 383, 100)).long()
+    rows = torch.cat([b * 384 + block for b in range(3)])
+    qkv = load_file(str(out))["blocks.1.attn.qkv.weight"]
+    assert torch.equal(qkv, state["blocks.1.attn.qkv.weight"][rows][:, block])
+    report = json.loads(result.stdout)
+    assert report["path"] == "timm_vit"
+    dims = next(t for t in report["tensors"] if t["name"] == "blocks.1.attn.qkv.weight")["dims"]
+    assert dims[0]["axis"] == "attn | attn | attn" and dims[0]["rule"] == "composite"
+    assert report["axes"]["attn"]["indices"] == block.tolist()

@@ -24,6 +24,7 @@ TRUNCATE = "truncate"  # positions: the student keeps the first N
 AXIS_KINDS = {
     "hidden": WIDTH,
     "mlp": WIDTH,
+    "attn": WIDTH,  # attention inner width (heads * head_dim) where the head count is not known
     "heads": HEADS,
     "kv_heads": HEADS,
     "head_dim": HEAD_DIM,
@@ -34,6 +35,8 @@ AXIS_KINDS = {
     "channels": EQUAL,
     "patch": EQUAL,
     "patches": EQUAL,
+    "registers": EQUAL,
+    "kernel": EQUAL,
     "positions": TRUNCATE,
 }
 PER_LAYER_AXES = ("mlp", "heads", "kv_heads")  # chosen per layer (identical under uniform selection)

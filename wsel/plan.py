@@ -10,11 +10,14 @@ import fnmatch
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from wsel import select
+import numpy as np
+
+from wsel import namesets, select
+from wsel.axes import AXIS_KINDS
 from wsel.checkpoint.dtypes import DTYPES, byte_length, element_size
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
@@ -97,9 +100,44 @@ def build_plan(teacher: CheckpointIndex, student: StudentSpec, options: PlanOpti
     by_group = {m.group: m for m in layer_maps}
 
     warnings: list[str] = []
-    planned = [_plan_generic(t, _source(teacher, t, by_group), options, warnings) for t in kept]
-    axes = {a: sel for p in planned for a, sel in zip(p.axes, p.selections, strict=True)}
-    return Plan(teacher, student, options, order(teacher, planned, excluded), layer_maps, tuple(warnings), axes=axes)
+    name_set = namesets.detect(teacher)
+    planned = []
+    for tensor in kept:
+        source = _source(teacher, tensor, by_group)
+        # `--attention flat` keeps the paper's per-dim rule even where a name set knows the blocks.
+        labels = name_set.dims(tensor.name) if name_set is not None and options.attention != "flat" else None
+        if labels is not None and len(labels) == len(source.shape):
+            planned.append(_plan_labelled(tensor, source, labels, options, warnings))
+        else:
+            planned.append(_plan_generic(tensor, source, options, warnings))
+    axes: dict[str, Selection] = {}
+    for p in planned:
+        for label, sel in zip(p.axes, p.selections, strict=True):
+            for axis, block_sel in _axis_parts(label, sel):
+                if axis in axes and (axes[axis].teacher_size, axes[axis].size) != (
+                    block_sel.teacher_size,
+                    block_sel.size,
+                ):
+                    raise PlanError(
+                        f"student tensor {p.name!r}: axis {axis} is {block_sel.size} wide here but "
+                        f"{axes[axis].size} in another tensor; the student config disagrees with itself"
+                    )
+                axes[axis] = block_sel
+    path = name_set.name if name_set is not None else "generic"
+    plan = Plan(teacher, student, options, order(teacher, planned, excluded), layer_maps, tuple(warnings), path=path)
+    return replace(plan, axes=dict(sorted(axes.items())))
+
+
+def _axis_parts(label: str, sel: Selection) -> list[tuple[str, Selection]]:
+    """The axis selections inside one dim: a dim of n equal blocks `attn | attn | attn` holds n copies of one."""
+    blocks = [b.strip() for b in label.split("|")]
+    if any(b.isdigit() or AXIS_KINDS.get(namesets.base_axis(b)) == "equal" for b in blocks):
+        return []  # equal axes are copied whole: nothing to keep consistent (and `kernel` varies by tensor)
+    if len(blocks) == 1:
+        return [(label, sel)]
+    block_size = sel.teacher_size // len(blocks)
+    first = sel.indices()[: sel.size // len(blocks)]
+    return [(blocks[0], select.from_indices(block_size, first))] if len(set(blocks)) == 1 else []
 
 
 def order(teacher: CheckpointIndex, planned: list[TensorPlan], excluded: list[StudentTensor]) -> tuple[TensorPlan, ...]:
@@ -175,6 +213,39 @@ def _plan_generic(student: StudentTensor, source: TensorInfo, options: PlanOptio
                     "axis; uniform subsampling breaks token ids and positions (keep it equal or --exclude it)"
                 )
     return tensor_plan(student, source, selections, axes, options, warnings)
+
+
+def _plan_labelled(
+    student: StudentTensor,
+    source: TensorInfo,
+    labels: tuple[tuple[str, ...], ...],
+    options: PlanOptions,
+    warnings: list[str],
+) -> TensorPlan:
+    """A name-set tensor: each dim is split into its blocks (q|k|v), each block selected on its own
+    (the paper's rule for widths; equal axes copied; positions truncated)."""
+    where = _where(student.name, student.shape, source)
+    selections, axes, texts = [], [], []
+    for dim, (blocks, s, t) in enumerate(zip(labels, student.shape, source.shape, strict=True)):
+        label = " | ".join(blocks)
+        n = len(blocks)
+        if t % n or s % n:
+            raise PlanError(f"{where}: dim {dim} ({label}) holds {n} blocks, so {t} and {s} must be multiples of {n}")
+        block_t, block_s = t // n, s // n
+        kinds = {"equal" if b.isdigit() else AXIS_KINDS[namesets.base_axis(b)] for b in blocks}
+        if block_s > block_t:
+            raise PlanError(
+                f"{where}: dim {dim} ({label}) is {s} in the student but {t} in the teacher; "
+                "a student dim cannot be larger than the teacher's"
+            )
+        if "equal" in kinds and block_s != block_t:
+            raise PlanError(f"{where}: dim {dim} ({label}) is never subsampled; keep it at {t}")
+        block = Selection(block_t, 0, 1, block_s) if "truncate" in kinds else select.uniform(block_t, block_s)
+        sel = select.from_indices(t, np.concatenate([b * block_t + block.indices() for b in range(n)]))
+        selections.append(sel)
+        axes.append(label)
+        texts.append(sel.describe() if n == 1 else " | ".join(f"{b}[{block.describe()}]" for b in blocks))
+    return tensor_plan(student, source, tuple(selections), tuple(axes), options, warnings, tuple(texts))
 
 
 def tensor_plan(

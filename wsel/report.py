@@ -105,7 +105,7 @@ def _teacher_summary(teacher: CheckpointIndex) -> dict[str, Any]:
 def _dim_entry(axis: str, text: str, sel: Selection, axes: dict[str, Selection]) -> dict[str, Any]:
     """One dim of a tensor. A dim that is one axis carries its selection; a composite dim
     (`heads[0]*head_dim`, fused blocks) names its axes, whose selections are under the report's `axes`."""
-    if axis in axes or sel.is_identity:
+    if axis in axes or sel.explicit is None:  # one axis, or compact (copy / stride) anyway
         return {"axis": axis, "text": text, **sel.to_dict()}
     return {"axis": axis, "text": text, "rule": "composite", "teacher": sel.teacher_size, "student": sel.size}
 
