@@ -13,6 +13,7 @@ import numpy as np
 from wsel import select
 from wsel.errors import PlanError
 from wsel.select import Selection
+from wsel.strategies import ElementStrategy, top_indices
 
 # How an axis may shrink.
 WIDTH = "width"  # any subset, chosen by the element strategy (the paper's uniform rule by default)
@@ -93,7 +94,7 @@ def rope_head_dim(teacher: int, student: int, rotary_fraction: float) -> Selecti
     kept = [first, half_t + first]
     if teacher > rotary_t:
         kept.append(rotary_t + select.uniform(teacher - rotary_t, student - rotary_s).indices())
-    return select.from_indices(teacher, np.concatenate(kept))
+    return select.from_indices(teacher, np.concatenate(kept), origin="rope")
 
 
 def _rope_ok(teacher: int, student: int, fraction: float) -> bool:
@@ -108,7 +109,8 @@ class AxisSelector:
     teacher: dict[str, int]
     student: dict[str, int]
     rotary_fraction: float | None  # None: no RoPE in this architecture
-    attention: str = "structured"  # or "flat": the paper's per-dim rule on attention dims too
+    attention: str = "structured"  # or "flat": the element strategy on whole attention dims, as the paper
+    elements: ElementStrategy = field(default_factory=ElementStrategy)
     chosen: dict[str, Selection] = field(default_factory=dict)  # axis name → Selection, for the report
 
     def axis(self, axis: str, layer: int | None) -> Selection:
@@ -127,49 +129,75 @@ class AxisSelector:
         if axis == "heads":
             return self._query_heads(layer)
         if axis == "head_dim" and self.rotary_fraction is not None and s != t:
-            return rope_head_dim(t, s, self.rotary_fraction)
-        return select.uniform(t, s)
+            return rope_head_dim(t, s, self.rotary_fraction)  # a structural constraint: no strategy applies
+        return self.elements.choose(axis_name(axis, layer), t, s)
 
     def _query_heads(self, layer: int | None) -> Selection:
         """GQA: the kept key/value heads first, then within each kept group the query heads it serves."""
         group_t = self.teacher["heads"] // self.teacher["kv_heads"]
         group_s = self.student["heads"] // self.student["kv_heads"]
         kv = self.axis("kv_heads", layer).indices()  # [student kv heads]
-        within = select.uniform(group_t, group_s).indices()  # [group_s]
-        return select.from_indices(self.teacher["heads"], (kv[:, None] * group_t + within[None, :]).ravel())
+        name = axis_name("heads", layer)
+        if self.elements.name == "magnitude":  # the best-scoring query heads of each kept group
+            scores = self.elements.score(name, self.teacher["heads"]).reshape(-1, group_t)  # [kv heads, group]
+            within = np.stack([top_indices(scores[g], group_s) for g in kv])  # [student kv heads, group_s]
+        else:  # one pattern for every group
+            within = self.elements.choose(f"{name}/group", group_t, group_s).indices()[None, :]
+        kept = (kv[:, None] * group_t + within).ravel()
+        return select.from_indices(self.teacher["heads"], kept, origin=self.elements.name)
 
-    def dim(self, dim: DimExpr, layer: int | None) -> tuple[Selection, str]:
-        """The Selection over one tensor dim, and how it was made (for the report)."""
+    def dim(self, dim: DimExpr, layer: int | None) -> tuple[Selection, str, str]:
+        """The Selection over one tensor dim, how it was made (for people) and its axis label."""
         t, s = dim_size(dim, self.teacher), dim_size(dim, self.student)
         axes = [a for block in dim for a in block if not a.isdigit()]
         protected = any(AXIS_KINDS[a] in (EQUAL, TRUNCATE) for a in axes)
         if self.attention == "flat" and not protected:
-            selection = select.uniform(t, s)
-            return selection, selection.describe()
-        parts, texts, offset = [], [], 0
-        for block in dim:
-            indices, text, size = self._block(block, layer)
-            parts.append(offset + indices)
-            texts.append(text)
-            offset += size
-        selection = select.from_indices(t, np.concatenate(parts))
+            label = size_label(t, s)  # the paper's rule knows dims by size only
+            if label not in self.chosen:
+                self.chosen[label] = self.elements.choose(label, t, s)
+            return self.chosen[label], self.chosen[label].describe(), label
+        for axis in axes:
+            self.axis(axis, layer)
+        label = dim_text(dim, layer)
+        selection = compose(label, self.chosen, t)
         if len(dim) == 1 and len(dim[0]) == 1:
-            return selection, selection.describe()
-        return selection, " | ".join(texts)
+            return selection, selection.describe(), label
+        texts = ["copy" if block[0].isdigit() else "×".join(f"{a}[{self.axis(a, layer).describe()}]" for a in block)
+                 for block in dim]  # fmt: skip
+        return selection, " | ".join(texts), label
 
-    def _block(self, block: Block, layer: int | None) -> tuple[np.ndarray, str, int]:
-        if block[0].isdigit():
-            n = int(block[0])
-            return np.arange(n), "copy", n
-        indices = np.zeros(1, dtype=np.int64)
-        size = 1
-        texts = []
-        for axis in block:
-            sel = self.axis(axis, layer)
+
+def compose(label: str, axes: dict[str, Selection], size: int) -> Selection:
+    """The Selection over a tensor dim of teacher size `size` from its label and the axes' selections.
+
+    `heads[0]*head_dim | kv_heads[0]*head_dim`: blocks side by side, each an outer product (outer
+    axis first). An integer, or a lone name absent from `axes`, is a block copied whole.
+    """
+    blocks = [[f.strip() for f in block.split("*")] for block in label.split("|")]
+    parts, offset = [], 0
+    for factors in blocks:
+        indices, block_size = np.zeros(1, dtype=np.int64), 1
+        for factor in factors:
+            if factor in axes:
+                sel = axes[factor]
+            elif factor.isdigit():
+                sel = select.identity(int(factor))
+            elif len(factors) == 1 and size % len(blocks) == 0:
+                sel = select.identity(size // len(blocks))  # an equal axis, copied (`kernel`, `channels`)
+            else:
+                raise ValueError(f"axis {factor!r} of {label!r} has no recorded selection")
             indices = (indices[:, None] * sel.teacher_size + sel.indices()[None, :]).ravel()
-            size *= sel.teacher_size
-            texts.append(f"{axis}[{sel.describe()}]")
-        return indices, "×".join(texts), size
+            block_size *= sel.teacher_size
+        parts.append(offset + indices)
+        offset += block_size
+    if offset != size:
+        raise ValueError(f"{label!r} spans {offset} indices, the tensor dim has {size}")
+    return select.from_indices(size, np.concatenate(parts))
+
+
+def size_label(teacher: int, student: int) -> str:
+    """The generic path's axis label: dims are known by their sizes (`384→192`, or `384` when copied)."""
+    return f"{teacher}" if teacher == student else f"{teacher}→{student}"
 
 
 def _size_key(axis: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from wsel import __version__
 from wsel.checkpoint.dtypes import CAST_TARGETS
@@ -18,6 +19,7 @@ from wsel.console import byte_progress, make_console
 from wsel.errors import OutputError, WselError
 from wsel.job import prepare
 from wsel.plan import PlanOptions
+from wsel.strategies import ELEMENT_STRATEGIES
 
 TEACHER_HELP = "Teacher checkpoint: a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json."
 STUDENT_HELP = (
@@ -39,6 +41,28 @@ class _SizeType(click.ParamType):
 
 
 def _student_options(f: Any) -> Any:
+    f = click.option(
+        "--rescale",
+        is_flag=True,
+        help="Multiply weights whose input dim shrank from T to S by sqrt(T/S) (weight subcloning's rule).",
+    )(f)
+    f = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random element strategy.")(f)
+    f = click.option(
+        "--elements",
+        type=click.Choice(ELEMENT_STRATEGIES),
+        default="uniform",
+        show_default=True,
+        help="Which indices of each axis: the paper's uniform rule, the first ones, random (seeded), "
+        "or the largest by weight magnitude. Always the same set for every tensor of an axis.",
+    )(f)
+    f = click.option(
+        "--layers",
+        default="first",
+        show_default=True,
+        metavar="first|uniform|last|LIST",
+        help="Which teacher layers: the first N (paper), spread evenly, the last N, or a list such as 0,2,4,6 "
+        "(';' between the lists of several layer groups).",
+    )(f)
     f = click.option(
         "--attention",
         type=click.Choice(["structured", "flat"]),
@@ -118,6 +142,10 @@ def init(
     sets: tuple[str, ...],
     teacher_config: Path | None,
     attention: str,
+    layers: str,
+    elements: str,
+    seed: int,
+    rescale: bool,
     exclude: tuple[str, ...],
     as_json: bool,
     quiet: bool,
@@ -131,7 +159,15 @@ def init(
 
     console = make_console(quiet)
     with _errors_exit(console):
-        options = PlanOptions(exclude=exclude, dtype=CAST_TARGETS[dtype] if dtype else None, attention=attention)
+        options = PlanOptions(
+            exclude=exclude,
+            dtype=CAST_TARGETS[dtype] if dtype else None,
+            attention=attention,
+            layers=layers,
+            elements=elements,
+            seed=seed,
+            rescale=rescale,
+        )
         plan = prepare(teacher, student_config, options, sets, teacher_config)
         if report_file is not None:
             _check_writable(report_file)  # before the run: a failed report must not follow a written checkpoint
@@ -163,6 +199,10 @@ def inspect(
     sets: tuple[str, ...],
     teacher_config: Path | None,
     attention: str,
+    layers: str,
+    elements: str,
+    seed: int,
+    rescale: bool,
     exclude: tuple[str, ...],
     as_json: bool,
     quiet: bool,
@@ -177,9 +217,52 @@ def inspect(
             doc = report.teacher_report(open_checkpoint(teacher))
             _emit(console, doc, as_json, report_file, report.render_teacher, report.markdown_teacher)
             return
-        plan = prepare(teacher, student_config, PlanOptions(exclude=exclude, attention=attention), sets, teacher_config)
+        options = PlanOptions(
+            exclude=exclude, attention=attention, layers=layers, elements=elements, seed=seed, rescale=rescale
+        )
+        plan = prepare(teacher, student_config, options, sets, teacher_config)
         doc = report.plan_report(plan, None, "inspect")
         _emit(console, doc, as_json, report_file, report.render, report.markdown)
+
+
+@cli.command()
+@click.option("--teacher", "-t", required=True, type=click.Path(path_type=Path), help=TEACHER_HELP)
+@click.option(
+    "--student", "-s", required=True, type=click.Path(path_type=Path), help="The student checkpoint written by wsel."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="Nothing on stderr unless something does not match.")
+def verify(teacher: Path, student: Path, as_json: bool, quiet: bool) -> None:
+    """Check that every student tensor equals its recorded selection of the teacher, bit for bit.
+
+    Exit 0 when all match, 1 when any does not (the first ones are listed).
+    """
+    from wsel.verify import verify as run_verify
+
+    console = make_console(quiet)
+    with _errors_exit(console):
+        result = run_verify(open_checkpoint(teacher), open_checkpoint(student))
+    doc = {
+        "schema": 1,
+        "wsel_version": __version__,
+        "command": "verify",
+        "teacher": str(teacher),
+        "student": str(student),
+        "tensors_checked": result.checked,
+        "ok": result.ok,
+        "mismatches": result.mismatches,
+    }
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    if result.ok:
+        console.print(Text(f"{student}: all {result.checked} tensors equal their selection of the teacher"))
+        return
+    shown = "; ".join(result.mismatches[:3]) + (
+        f"; and {len(result.mismatches) - 3} more" if len(result.mismatches) > 3 else ""
+    )
+    count = len(result.mismatches)
+    click.echo(f"wsel: error: {student}: {count} mismatch{'es' if count > 1 else ''}: {shown}", err=True)
+    sys.exit(1)
 
 
 def _emit(console: Any, doc: dict[str, Any], as_json: bool, report_file: Path | None, render: Any, md: Any) -> None:

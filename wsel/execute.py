@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsel import __version__
+from wsel import __version__, provenance
 from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.output import (
     DEFAULT_MAX_SHARD_SIZE,
@@ -35,7 +35,7 @@ class Stats:
     seconds: float
 
 
-def provenance(plan: Plan) -> dict[str, str]:
+def metadata(plan: Plan) -> dict[str, str]:
     """safetensors metadata: `format` for loaders, then how the file was made (no timestamps)."""
     return {
         "format": "pt",
@@ -44,6 +44,7 @@ def provenance(plan: Plan) -> dict[str, str]:
         "wsel.layers": plan.options.layers,
         "wsel.elements": plan.options.elements,
         "wsel.layer_map": json.dumps({m.group: [t for _, t in m.mapping] for m in plan.layer_maps}),
+        provenance.METADATA_KEY: provenance.encode(provenance.build(plan)),
     }
 
 
@@ -66,7 +67,7 @@ def run(
     check_target(target, plan.teacher.files, force, companion_names(plan), folder)
     tensors = [OutputTensor(t.name, t.dtype, t.shape) for t in plan.written]
     out = layout(target, tensors, max_shard_size, folder)
-    metadata = provenance(plan)
+    shard_metadata = metadata(plan)
     stale = existing_model_files(target) if out.is_folder else []
     created_folder = out.is_folder and not target.exists()
     if created_folder:
@@ -76,15 +77,15 @@ def run(
     try:
         with TensorReader(block_bytes) as reader:
             for shard in out.shards:
-                writer = SafetensorsWriter(shard.path, list(shard.tensors), metadata)
+                writer = SafetensorsWriter(shard.path, list(shard.tensors), shard_metadata)
                 writers.append(writer)
                 with writer:
                     for tensor in shard.tensors:
                         tp = by_name[tensor.name]
                         assert tp.source is not None
                         chunks: Iterable[bytes] = reader.iter_selected(tp.source, tp.selections)
-                        if tp.dtype != tp.source.dtype:
-                            chunks = cast_chunks(chunks, tp.source.dtype, tp.dtype)
+                        if tp.dtype != tp.source.dtype or tp.scale is not None:
+                            chunks = transform_chunks(chunks, tp.source.dtype, tp.dtype, tp.scale)
                         writer.write(tensor.name, _reported(chunks, on_progress))
                     writer.finish()
             bytes_read = reader.bytes_read
@@ -140,15 +141,20 @@ def _reported(chunks: Iterable[bytes], on_progress: ProgressCallback | None) -> 
             on_progress(len(chunk))
 
 
-def cast_chunks(chunks: Iterable[bytes], source: str, target: str) -> Iterator[bytes]:
-    """Cast raw little-endian element bytes between dtypes (only when the user asked, with --dtype)."""
-    import torch  # deferred: only casting needs torch
+def transform_chunks(chunks: Iterable[bytes], source: str, target: str, scale: float | None) -> Iterator[bytes]:
+    """Change element values, only when the user asked: cast (--dtype) and/or multiply (--rescale).
+
+    Scaling is computed by torch in float32 (float64 for F64 tensors), then rounded to `target`.
+    """
+    import torch  # deferred: only casting and rescaling need torch
 
     src, dst = getattr(torch, DTYPES[source].torch_name), getattr(torch, DTYPES[target].torch_name)
     for chunk in chunks:
         if not chunk:
             continue
         values = torch.frombuffer(bytearray(chunk), dtype=src)
+        if scale is not None:
+            values = values.to(torch.float64 if src == torch.float64 else torch.float32) * scale
         yield values.to(dst).view(torch.uint8).numpy().tobytes()
 
 

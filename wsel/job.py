@@ -6,10 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wsel import arch as arch_data
 from wsel.checkpoint.index import open_checkpoint
 from wsel.errors import SpecError
 from wsel.hfconfig import apply_sets, load_config, parse_set
+from wsel.importance import compute_scores
 from wsel.plan import Plan, PlanOptions, build_plan
 from wsel.plan_arch import build_arch_plan
 from wsel.plan_config import build_config_plan
@@ -23,7 +26,26 @@ def prepare(
     sets: tuple[str, ...] = (),
     teacher_config: Path | None = None,
 ) -> Plan:
-    """Build the plan for `wsel init` / `wsel inspect`. Raises WselError subclasses."""
+    """Build the plan for `wsel init` / `wsel inspect`. Raises WselError subclasses.
+
+    The magnitude strategy needs the teacher's weights: a first plan (by the paper's rule) names every
+    axis and the tensors that carry it, their scores are computed streaming, then the real plan is built.
+    """
+    if options.elements != "magnitude":
+        return _prepare(teacher_path, student_config, options, sets, teacher_config, None)
+    skeleton = _prepare(teacher_path, student_config, replace(options, elements="uniform"), sets, teacher_config, None)
+    scores = compute_scores(skeleton)
+    return _prepare(teacher_path, student_config, options, sets, teacher_config, scores)
+
+
+def _prepare(
+    teacher_path: Path,
+    student_config: str | None,
+    options: PlanOptions,
+    sets: tuple[str, ...],
+    teacher_config: Path | None,
+    scores: dict[str, np.ndarray] | None,
+) -> Plan:
     teacher = open_checkpoint(teacher_path)
     if student_config is None and not sets:
         raise SpecError(
@@ -35,7 +57,7 @@ def prepare(
             raise SpecError(
                 f"{student.source}: --set applies to Hugging Face config.json students, not a {student.kind}"
             )
-        return build_plan(teacher, student, options)
+        return build_plan(teacher, student, options, scores)
 
     teacher_config_path = teacher_config or teacher.folder / "config.json"
     if not teacher_config_path.is_file():
@@ -54,8 +76,8 @@ def prepare(
         )
     arch = arch_data.for_model_type(str(t_type))
     if arch is None:
-        return build_config_plan(teacher, t_config, student, options, str(teacher_config_path))
-    return build_arch_plan(teacher, arch, t_config, student, options, str(teacher_config_path))
+        return build_config_plan(teacher, t_config, student, options, str(teacher_config_path), scores)
+    return build_arch_plan(teacher, arch, t_config, student, options, str(teacher_config_path), scores)
 
 
 def _student_from_config(

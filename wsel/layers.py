@@ -43,6 +43,11 @@ class LayerMap:
     def teacher_index(self, student_index: int) -> int:
         return dict(self.mapping)[student_index]
 
+    def picture(self) -> str:
+        """The teacher's layers, kept ones marked: `■■■□□□` for the first 3 of 6."""
+        kept = {t for _, t in self.mapping}
+        return "".join("■" if i in kept else "□" for i in range(self.teacher_count))
+
     def describe(self) -> str:
         """Compact form, e.g. `0-5 → 0-5 of 12`."""
         student = compact_ranges([s for s, _ in self.mapping])
@@ -69,3 +74,14 @@ def first_n(group: str, student_indices: list[int], teacher_indices: list[int]) 
     if set(students) <= set(teachers):
         return LayerMap(group, len(teachers), tuple((i, i) for i in students))
     return LayerMap(group, len(teachers), tuple(zip(students, teachers[: len(students)], strict=True)))
+
+
+def make_layer_map(group: str, student_indices: list[int], teacher_indices: list[int], strategy: str) -> LayerMap:
+    """Map one group's student layers to teacher layers by a layer strategy (see `wsel.strategies`)."""
+    from wsel.strategies import layer_indices
+
+    students, teachers = sorted(set(student_indices)), sorted(set(teacher_indices))
+    chosen = layer_indices(strategy, len(teachers), len(students), group)
+    if strategy == "first":
+        return first_n(group, students, teachers)
+    return LayerMap(group, len(teachers), tuple((s, teachers[k]) for s, k in zip(students, chosen, strict=True)))

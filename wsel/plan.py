@@ -17,18 +17,20 @@ from typing import Any
 import numpy as np
 
 from wsel import namesets, select
-from wsel.axes import AXIS_KINDS
+from wsel.axes import AXIS_KINDS, size_label
 from wsel.checkpoint.dtypes import DTYPES, byte_length, element_size
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError
-from wsel.layers import LayerMap, find_layer, first_n
+from wsel.layers import LayerMap, find_layer, make_layer_map
 from wsel.select import Selection
 from wsel.spec import StudentSpec, StudentTensor
+from wsel.strategies import ElementStrategy, group_strategy
 
 SELECT, COPY, EXCLUDE = "select", "copy", "exclude"
 
 # Names whose non-last dims index tokens or positions: uniform subsampling of those breaks the model.
+_EMBEDDING_NAME = re.compile(r"embed_tokens|embeddings|wte|wpe|tok_embed|embed_in|pos_embed", re.IGNORECASE)
 _ROW_INDEXED_NAME = re.compile(
     r"embed_tokens|word_embed|tok_embed|embed_in|embed_out|wte|wpe|pos_embed|position|vocab|lm_head|token_type",
     re.IGNORECASE,
@@ -42,6 +44,8 @@ class PlanOptions:
     elements: str = "uniform"  # element strategy; the paper's rule, bit-exact
     layers: str = "first"  # layer strategy; the paper's first-N
     attention: str = "structured"  # with architecture data: whole heads, GQA groups, RoPE pairs; or "flat"
+    seed: int = 0  # for the random element strategy
+    rescale: bool = False  # multiply weights whose input dim shrank by sqrt(teacher / student) (weight subcloning)
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,9 @@ class TensorPlan:
     source: TensorInfo | None = None  # the teacher tensor read (None when excluded)
     selections: tuple[Selection, ...] = ()  # one per dim, over the teacher's dim
     axes: tuple[str, ...] = ()  # the logical axis (or axis expression) of each dim
-    texts: tuple[
-        str, ...
-    ] = ()  # how each dim was selected, for people: `copy`, `0:384:2`, `heads[0:8:2]×head_dim[copy]`
+    texts: tuple[str, ...] = ()  # how each dim was selected, for people: `0:384:2`, `heads[0:8:2]×head_dim[copy]`
     reason: str = ""  # why excluded
+    scale: float | None = None  # --rescale: the factor sqrt(T_in / S_in) applied to the values
 
     @property
     def nbytes(self) -> int:
@@ -91,12 +94,24 @@ class Plan:
         return tuple(t for t in self.tensors if t.action == EXCLUDE)
 
 
-def build_plan(teacher: CheckpointIndex, student: StudentSpec, options: PlanOptions | None = None) -> Plan:
-    """Map every student tensor to its teacher source and a Selection per dim. Raises PlanError."""
+def element_strategy(options: PlanOptions, scores: dict[str, np.ndarray] | None) -> ElementStrategy:
+    return ElementStrategy(options.elements, options.seed, scores or {})
+
+
+def build_plan(
+    teacher: CheckpointIndex,
+    student: StudentSpec,
+    options: PlanOptions | None = None,
+    scores: dict[str, np.ndarray] | None = None,
+) -> Plan:
+    """Map every student tensor to its teacher source and a Selection per dim. Raises PlanError.
+
+    `scores` (axis label → importance per teacher index) feed the magnitude strategy."""
     options = options or PlanOptions()
+    elements = element_strategy(options, scores)
     excluded = [t for t in student.tensors if is_excluded(t.name, options.exclude)]
     kept = [t for t in student.tensors if not is_excluded(t.name, options.exclude)]
-    layer_maps = _layer_maps(teacher, kept)
+    layer_maps = _layer_maps(teacher, kept, options)
     by_group = {m.group: m for m in layer_maps}
 
     warnings: list[str] = []
@@ -107,9 +122,9 @@ def build_plan(teacher: CheckpointIndex, student: StudentSpec, options: PlanOpti
         # `--attention flat` keeps the paper's per-dim rule even where a name set knows the blocks.
         labels = name_set.dims(tensor.name) if name_set is not None and options.attention != "flat" else None
         if labels is not None and len(labels) == len(source.shape):
-            planned.append(_plan_labelled(tensor, source, labels, options, warnings))
+            planned.append(_plan_labelled(tensor, source, labels, options, elements, warnings))
         else:
-            planned.append(_plan_generic(tensor, source, options, warnings))
+            planned.append(_plan_generic(tensor, source, options, elements, warnings))
     axes: dict[str, Selection] = {}
     for p in planned:
         for label, sel in zip(p.axes, p.selections, strict=True):
@@ -152,7 +167,7 @@ def is_excluded(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _layer_maps(teacher: CheckpointIndex, student: list[StudentTensor]) -> tuple[LayerMap, ...]:
+def _layer_maps(teacher: CheckpointIndex, student: list[StudentTensor], options: PlanOptions) -> tuple[LayerMap, ...]:
     student_layers: dict[str, set[int]] = defaultdict(set)
     for t in student:
         ref = find_layer(t.name)
@@ -163,17 +178,16 @@ def _layer_maps(teacher: CheckpointIndex, student: list[StudentTensor]) -> tuple
         ref = find_layer(name)
         if ref is not None and ref.group in student_layers:
             teacher_layers[ref.group].add(ref.index)
+    groups = sorted(g for g in student_layers if teacher_layers[g])  # others fail per tensor, named
     maps = []
-    for group in sorted(student_layers):
-        wanted, available = sorted(student_layers[group]), sorted(teacher_layers[group])
-        if not available:
-            continue  # each tensor of the group then fails with a named missing counterpart
-        if len(wanted) > len(available):
+    for group in groups:
+        if len(student_layers[group]) > len(teacher_layers[group]):
             raise PlanError(
-                f"student has {len(wanted)} layers in {group!r} but the teacher {teacher.path} has "
-                f"{len(available)}; a student cannot be deeper than its teacher"
+                f"student has {len(student_layers[group])} layers in {group!r} but the teacher {teacher.path} has "
+                f"{len(teacher_layers[group])}; a student cannot be deeper than its teacher"
             )
-        maps.append(first_n(group, wanted, available))
+        strategy = group_strategy(options.layers, groups, group)
+        maps.append(make_layer_map(group, sorted(student_layers[group]), sorted(teacher_layers[group]), strategy))
     return tuple(maps)
 
 
@@ -191,8 +205,10 @@ def _source(teacher: CheckpointIndex, student: StudentTensor, layer_maps: dict[s
     return source
 
 
-def _plan_generic(student: StudentTensor, source: TensorInfo, options: PlanOptions, warnings: list[str]) -> TensorPlan:
-    """The paper's rule on every dim; dims are labelled by their sizes."""
+def _plan_generic(
+    student: StudentTensor, source: TensorInfo, options: PlanOptions, elements: ElementStrategy, warnings: list[str]
+) -> TensorPlan:
+    """The element strategy (the paper's rule by default) on every dim; dims are labelled by their sizes."""
     where = _where(student.name, student.shape, source)
     if len(student.shape) != len(source.shape):
         raise PlanError(f"{where}: the number of dims differs; fix the student config or --exclude it")
@@ -203,8 +219,8 @@ def _plan_generic(student: StudentTensor, source: TensorInfo, options: PlanOptio
                 "a student dim cannot be larger than the teacher's"
             )
     pairs = list(zip(student.shape, source.shape, strict=True))
-    selections = tuple(select.uniform(t, s) for s, t in pairs)
-    axes = tuple(f"{t}" if s == t else f"{t}→{s}" for s, t in pairs)
+    axes = tuple(size_label(t, s) for s, t in pairs)
+    selections = tuple(elements.choose(label, t, s) for label, (s, t) in zip(axes, pairs, strict=True))
     if _ROW_INDEXED_NAME.search(student.name):
         for dim, (s, t) in enumerate(pairs):
             if s < t and dim < len(source.shape) - 1:
@@ -212,7 +228,9 @@ def _plan_generic(student: StudentTensor, source: TensorInfo, options: PlanOptio
                     f"student tensor {student.name!r}: dim {dim} ({t}→{s}) looks like a vocabulary or position "
                     "axis; uniform subsampling breaks token ids and positions (keep it equal or --exclude it)"
                 )
-    return tensor_plan(student, source, selections, axes, options, warnings)
+    return tensor_plan(
+        student, source, selections, axes, options, warnings, input_dim=generic_input_dim(student.name, student.shape)
+    )
 
 
 def _plan_labelled(
@@ -220,6 +238,7 @@ def _plan_labelled(
     source: TensorInfo,
     labels: tuple[tuple[str, ...], ...],
     options: PlanOptions,
+    elements: ElementStrategy,
     warnings: list[str],
 ) -> TensorPlan:
     """A name-set tensor: each dim is split into its blocks (q|k|v), each block selected on its own
@@ -240,12 +259,18 @@ def _plan_labelled(
             )
         if "equal" in kinds and block_s != block_t:
             raise PlanError(f"{where}: dim {dim} ({label}) is never subsampled; keep it at {t}")
-        block = Selection(block_t, 0, 1, block_s) if "truncate" in kinds else select.uniform(block_t, block_s)
-        sel = select.from_indices(t, np.concatenate([b * block_t + block.indices() for b in range(n)]))
+        if "truncate" in kinds:
+            kept = [Selection(block_t, 0, 1, block_s)] * n
+        else:
+            kept = [elements.choose(b, block_t, block_s) for b in blocks]
+        sel = select.from_indices(t, np.concatenate([b * block_t + k.indices() for b, k in enumerate(kept)]))
         selections.append(sel)
         axes.append(label)
-        texts.append(sel.describe() if n == 1 else " | ".join(f"{b}[{block.describe()}]" for b in blocks))
-    return tensor_plan(student, source, tuple(selections), tuple(axes), options, warnings, tuple(texts))
+        texts.append(
+            sel.describe() if n == 1 else " | ".join(f"{b}[{k.describe()}]" for b, k in zip(blocks, kept, strict=True))
+        )
+    input_dim = generic_input_dim(student.name, student.shape)
+    return tensor_plan(student, source, tuple(selections), tuple(axes), options, warnings, tuple(texts), input_dim)
 
 
 def tensor_plan(
@@ -256,8 +281,13 @@ def tensor_plan(
     options: PlanOptions,
     warnings: list[str],
     texts: tuple[str, ...] | None = None,
+    input_dim: int | None = None,
 ) -> TensorPlan:
-    """Checks shared by every path (dtype kinds, packed dtypes, casting), then the TensorPlan."""
+    """Checks shared by every path (dtype kinds, packed dtypes, casting, rescaling), then the TensorPlan.
+
+    `input_dim` is the dim a weight multiplies its input along; with --rescale, a weight whose input
+    dim shrank from T to S is multiplied by sqrt(T / S), so that the variance of its outputs (a sum of
+    T products of independent terms) is kept (weight subcloning, Samragh et al. 2023)."""
     where = _where(student.name, student.shape, source)
     kind = DTYPES[source.dtype].kind
     if kind in ("int", "bool") and not all(s.start == 0 and s.step == 1 and s.explicit is None for s in selections):
@@ -275,9 +305,22 @@ def tensor_plan(
             f"student tensor {student.name!r}: template dtype {student.dtype} differs from the {out_dtype} "
             "written (wsel keeps the teacher's bytes unless --dtype is given)"
         )
-    action = COPY if all(s.is_identity for s in selections) else SELECT
+    scale = None
+    if options.rescale and input_dim is not None and kind == "float":
+        shrunk_from, shrunk_to = source.shape[input_dim], student.shape[input_dim]
+        if shrunk_to < shrunk_from:
+            scale = math.sqrt(shrunk_from / shrunk_to)
+    action = COPY if all(s.is_identity for s in selections) and scale is None else SELECT
     texts = texts if texts is not None else tuple(s.describe() for s in selections)
-    return TensorPlan(student.name, student.shape, out_dtype, action, source, selections, axes, texts)
+    return TensorPlan(student.name, student.shape, out_dtype, action, source, selections, axes, texts, scale=scale)
+
+
+def generic_input_dim(name: str, shape: tuple[int, ...]) -> int | None:
+    """Without architecture data: dim 1 of a `*weight` with 2+ dims ([out, in] Linear, [out, in, k, k]
+    conv), unless its name says it is an embedding table."""
+    if len(shape) < 2 or not name.endswith("weight") or _EMBEDDING_NAME.search(name):
+        return None
+    return 1
 
 
 def _where(name: str, shape: tuple[int, ...], source: TensorInfo) -> str:

@@ -10,14 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wsel.arch import Architecture, Template
 from wsel.axes import AXIS_KINDS, EQUAL, AxisSelector, check_sizes, dim_size, dim_text
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError, SpecError
 from wsel.hfconfig import first_value, read_sizes, size_keys
-from wsel.layers import LayerMap, first_n
-from wsel.plan import Plan, PlanOptions, TensorPlan, is_excluded, order, tensor_plan
+from wsel.layers import LayerMap, make_layer_map
+from wsel.plan import Plan, PlanOptions, TensorPlan, element_strategy, is_excluded, order, tensor_plan
 from wsel.spec import StudentSpec, StudentTensor
 
 # Files of a Hugging Face model folder that describe the tokenizer and generation, copied as they are.
@@ -45,6 +47,7 @@ def build_arch_plan(
     student: StudentSpec,
     options: PlanOptions,
     teacher_config_source: str,
+    scores: dict[str, np.ndarray] | None = None,
 ) -> Plan:
     """The Plan for a student given as a config.json of a family wsel has data for."""
     assert student.config is not None
@@ -60,11 +63,11 @@ def build_arch_plan(
 
     prefix = _detect_prefix(teacher, arch)
     found = _match_teacher(teacher, arch, prefix, t_sizes, teacher_config_source)
-    layer_map = _layer_map(arch, prefix, t_sizes["layers"], s_sizes["layers"])
+    layer_map = _layer_map(arch, prefix, t_sizes["layers"], s_sizes["layers"], options.layers)
     rotary = None
     if arch.rope_fraction is not None:
         rotary = float(first_value(arch.rope_fraction, teacher_config) or 1.0)
-    selector = AxisSelector(t_sizes, s_sizes, rotary, options.attention)
+    selector = AxisSelector(t_sizes, s_sizes, rotary, options.attention, element_strategy(options, scores))
     student_ties = _ties(arch, student.config, teacher_config, found, prefix)
 
     planned: list[TensorPlan] = []
@@ -86,7 +89,9 @@ def build_arch_plan(
             if is_excluded(tensor.name, options.exclude):
                 excluded.append(tensor)
                 continue
-            planned.append(_plan(tensor, source, template, layer, selector, t_sizes, s_sizes, keys, options, warnings))
+            planned.append(
+                _plan(arch, tensor, source, template, layer, selector, t_sizes, s_sizes, keys, options, warnings)
+            )
 
     config = student_config_json(arch, teacher_config, student.config, layer_map)
     return Plan(
@@ -104,6 +109,7 @@ def build_arch_plan(
 
 
 def _plan(
+    arch: Architecture,
     tensor: StudentTensor,
     source: TensorInfo,
     template: Template,
@@ -124,10 +130,10 @@ def _plan(
                     f"is {t_sizes[axis]}; this axis is never subsampled: {fix}"
                 )
     chosen = [selector.dim(dim, layer) for dim in template.dims]
-    selections = tuple(sel for sel, _ in chosen)
-    texts = tuple(text for _, text in chosen)
-    axes = tuple(dim_text(d, layer) for d in template.dims)
-    return tensor_plan(tensor, source, selections, axes, options, warnings, texts)
+    selections = tuple(sel for sel, _, _ in chosen)
+    texts = tuple(text for _, text, _ in chosen)
+    axes = tuple(label for _, _, label in chosen)
+    return tensor_plan(tensor, source, selections, axes, options, warnings, texts, arch.input_dim(template))
 
 
 def _detect_prefix(teacher: CheckpointIndex, arch: Architecture) -> str:
@@ -173,10 +179,10 @@ def _match_teacher(
     return found
 
 
-def _layer_map(arch: Architecture, prefix: str, teacher_layers: int, student_layers: int) -> LayerMap:
+def _layer_map(arch: Architecture, prefix: str, teacher_layers: int, student_layers: int, strategy: str) -> LayerMap:
     pattern = next((t.pattern for t in arch.templates if t.per_layer), "layers.{layer}.")
     group = pattern.replace("{p}", prefix).split(".{layer}")[0]
-    return first_n(group, list(range(student_layers)), list(range(teacher_layers)))
+    return make_layer_map(group, list(range(student_layers)), list(range(teacher_layers)), strategy)
 
 
 def _ties(

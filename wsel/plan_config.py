@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import SpecError
 from wsel.layers import find_layer
@@ -24,6 +26,7 @@ def build_config_plan(
     student: StudentSpec,
     options: PlanOptions,
     where: str,
+    scores: dict[str, np.ndarray] | None = None,
 ) -> Plan:
     assert student.config is not None
     depth_keys = {k for k in teacher_config if "layer" in k}  # depth, not a width: never maps a dim
@@ -42,7 +45,7 @@ def build_config_plan(
             continue
         tensors.append(StudentTensor(info.name, tuple(widths.get(d, (d, ""))[0] for d in info.shape), None))
     spec = StudentSpec(student.source, student.kind, tuple(tensors), student.config)
-    plan = build_plan(teacher, spec, options)
+    plan = build_plan(teacher, spec, options, scores)
     mapped = ", ".join(f"{t}→{s} ({key})" for t, (s, key) in sorted(widths.items()))
     note = (
         f"no architecture data for model_type {teacher_config.get('model_type')!r}: generic path, the paper's "

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from wsel import __version__
+from wsel import __version__, provenance
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.execute import Stats
 from wsel.layers import compact_ranges, find_layer
@@ -53,6 +53,7 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
                 "teacher_layers": m.teacher_count,
                 "map": [list(pair) for pair in m.mapping],
                 "summary": m.describe(),
+                "picture": m.picture(),
             }
             for m in plan.layer_maps
         ],
@@ -73,8 +74,10 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
 
 
 def teacher_report(teacher: CheckpointIndex) -> dict[str, Any]:
-    """`wsel inspect --teacher T` with no student: what the checkpoint holds."""
+    """`wsel inspect --teacher T` with no student: what the checkpoint holds (and, for a checkpoint
+    written by wsel, how it was made)."""
     return {
+        "provenance": provenance.read(teacher),
         "schema": SCHEMA_VERSION,
         "wsel_version": __version__,
         "command": "inspect",
@@ -121,6 +124,7 @@ def _tensor_entry(t: TensorPlan, axes: dict[str, Selection]) -> dict[str, Any]:
         teacher_shape=list(t.source.shape),
         teacher_dtype=t.source.dtype,
         dims=[_dim_entry(axis, text, sel, axes) for axis, text, sel in zip(t.axes, t.texts, t.selections, strict=True)],
+        scale=t.scale,
         bytes=t.nbytes,
     )
     return entry
@@ -169,7 +173,7 @@ def _rows(report: dict[str, Any]) -> list[list[str]]:
                 "same" if teacher_name == student_name else teacher_name,
                 f"{_shape(t['teacher_shape'])} → {_shape(t['shape'])}",
                 row["selection"],
-                t["action"],
+                t["action"] + (f" ×{t['scale']:.4g}" if t.get("scale") else ""),
             ]
         )
     return rows
@@ -222,7 +226,7 @@ def render(console: Console, report: dict[str, Any]) -> None:
     console.print(table)
     console.print(Text(_path_line(report)))
     for m in report["layer_maps"]:
-        console.print(Text(f"layers {m['group']}: {m['summary']}"))
+        console.print(Text(f"layers {m['group']}: {m['picture']}  {m['summary']}"))
     for warning in report["warnings"]:
         console.print(Text(f"warning: {warning}", style="yellow"))
     console.print(Text(summary_line(report)))
@@ -261,6 +265,8 @@ def render_teacher(console: Console, report: dict[str, Any]) -> None:
     console.print(table)
     for g in teacher["layer_groups"]:
         console.print(Text(f"layers {g['group']}: {g['layers']}"))
+    if report.get("provenance"):
+        console.print(Text(provenance_text(report["provenance"])))
     console.print(
         Text(
             f"{teacher['tensors']} tensors, {human_count(teacher['parameters'])} parameters, "
@@ -282,6 +288,26 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"- layers `{m['group']}`: {m['summary']}" for m in report["layer_maps"]]
     lines += [f"- warning: {w}" for w in report["warnings"]]
     lines += ["", summary_line(report), ""]
+    return "\n".join(lines)
+
+
+def provenance_text(record: dict[str, Any]) -> str:
+    """How a wsel checkpoint was made, in a few lines."""
+    options = record.get("options", {})
+    lines = [
+        f"made by wsel {record.get('wsel_version')} from "
+        + ", ".join(f"{f['file']} (header sha256 {f['header_sha256'][:12]})" for f in record["teacher"]),
+        "options: " + ", ".join(f"{k}={v}" for k, v in options.items()),
+    ]
+    lines += [
+        f"layers {group}: teacher layers {compact_ranges(kept)}" for group, kept in record.get("layer_maps", {}).items()
+    ]
+    axes = record["axes"]
+    lines.append(
+        f"{len(axes)} axes: "
+        + ", ".join(f"{name} {provenance.selection_from_dict(sel).describe()}" for name, sel in list(axes.items())[:8])
+        + (", ..." if len(axes) > 8 else "")
+    )
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ class Selection:
     step: int = 1
     count: int = 0
     explicit: tuple[int, ...] | None = None  # set when the indices are not a stride
+    origin: str = "indices"  # how explicit indices were chosen, for people: linspace, random, magnitude, rope
 
     @property
     def size(self) -> int:
@@ -42,7 +43,7 @@ class Selection:
         if self.is_identity:
             return "copy"
         if self.explicit is not None:
-            return f"linspace[{self.size}]"
+            return f"{self.origin}[{self.size}]"
         stop = min(self.start + self.step * self.count, self.teacher_size)  # a valid Python slice
         return f"{self.start}:{stop}" if self.step == 1 else f"{self.start}:{stop}:{self.step}"
 
@@ -52,6 +53,7 @@ class Selection:
         if self.explicit is not None:
             return {
                 "rule": "indices",
+                "origin": self.origin,
                 "teacher": self.teacher_size,
                 "student": self.size,
                 "indices": list(self.explicit),
@@ -69,13 +71,13 @@ def identity(size: int) -> Selection:
     return Selection(size, 0, 1, size)
 
 
-def from_indices(teacher_size: int, indices: Any) -> Selection:
+def from_indices(teacher_size: int, indices: Any, origin: str = "indices") -> Selection:
     """A Selection from sorted unique indices, stored as a stride when they form one."""
     idx = [int(i) for i in indices]
     if len(idx) <= 1 or all(b - a == idx[1] - idx[0] for a, b in zip(idx, idx[1:], strict=False)):
         step = idx[1] - idx[0] if len(idx) > 1 else 1
         return Selection(teacher_size, idx[0] if idx else 0, step, len(idx))
-    return Selection(teacher_size, explicit=tuple(idx))
+    return Selection(teacher_size, explicit=tuple(idx), origin=origin)
 
 
 @cache
@@ -95,4 +97,4 @@ def uniform(teacher_size: int, student_size: int) -> Selection:
     import torch  # deferred: only this branch needs it, and importing torch costs over a second
 
     kept = torch.round(torch.linspace(0, teacher_size - 1, student_size)).long().tolist()
-    return from_indices(teacher_size, kept)
+    return from_indices(teacher_size, kept, origin="linspace")

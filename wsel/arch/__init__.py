@@ -27,6 +27,8 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "tensors": dict,
     "tied": dict,
     "tie_key": (str, type(None)),
+    "embeddings": list,
+    "in_out_weights": list,
     "layer_lists": list,
     "ignore": list,
 }
@@ -68,12 +70,20 @@ class Architecture:
     templates: tuple[Template, ...]
     tied: dict[str, str]  # template → template it equals when embeddings are tied
     tie_key: str | None  # config key saying whether embeddings are tied
+    embeddings: tuple[str, ...]  # lookup tables: their dims are not inputs of a product (never rescaled)
+    in_out_weights: tuple[str, ...]  # weights stored [in, out] (GPT-2 Conv1D); others are [out, in, ...]
     layer_lists: tuple[str, ...]  # config keys holding one entry per layer
     ignore: tuple[str, ...]  # teacher tensors (patterns) that are buffers, never written
     source: Path
 
     def template(self, pattern: str) -> Template:
         return next(t for t in self.templates if t.pattern == pattern)
+
+    def input_dim(self, template: Template) -> int | None:
+        """The dim a weight multiplies its input along (None: no product, e.g. norms, biases, embeddings)."""
+        if len(template.dims) < 2 or not template.pattern.endswith("weight") or template.pattern in self.embeddings:
+            return None
+        return 0 if template.pattern in self.in_out_weights else 1
 
 
 def _load(path: Path) -> Architecture:
@@ -126,6 +136,10 @@ def _load(path: Path) -> Architecture:
                 raise fail(f"tensors.{pattern}: axis {axis!r} has no entry in sizes")
         templates.append(Template(pattern, parsed))
     patterns = {t.pattern for t in templates}
+    for key in ("embeddings", "in_out_weights"):
+        for pattern in doc[key]:
+            if pattern not in patterns:
+                raise fail(f"{key}: {pattern!r} is not a tensor of this file")
     for alias, target in doc["tied"].items():
         if alias not in patterns or target not in patterns:
             raise fail(f"tied: {alias!r} → {target!r} must both be tensors of this file")
@@ -139,6 +153,8 @@ def _load(path: Path) -> Architecture:
         templates=tuple(templates),
         tied=dict(doc["tied"]),
         tie_key=doc["tie_key"],
+        embeddings=tuple(doc["embeddings"]),
+        in_out_weights=tuple(doc["in_out_weights"]),
         layer_lists=tuple(doc["layer_lists"]),
         ignore=tuple(doc["ignore"]),
         source=path,

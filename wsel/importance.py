@@ -1,0 +1,105 @@
+"""Data-free importance scores for the `magnitude` element strategy, computed streaming.
+
+For every axis, the score of index j is the sum of the squares of every teacher weight that the
+student will read and that sits at index j of that axis, over all tensors carrying the axis:
+- the residual stream (`hidden`, or `384→192` on the generic path) aggregates every tensor that
+  reads or writes it: embeddings, projections in and out, norms and biases;
+- an MLP neuron (`mlp[i]`) aggregates the rows that produce it and the columns that consume it;
+- a head (`heads[i]`, `kv_heads[i]`) aggregates its rows of q (or k and v) and its columns of o,
+  summed over the dims of the head; a dim made of blocks (`heads*head_dim`) is split accordingly.
+Teacher tensors are read once, in row blocks, within the same memory bound as selection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from wsel.checkpoint.dtypes import DTYPES
+from wsel.checkpoint.header import TensorInfo
+from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
+from wsel.plan import Plan
+
+
+def compute_scores(plan: Plan, block_bytes: int = DEFAULT_BLOCK_BYTES) -> dict[str, np.ndarray]:
+    """Scores per axis label of `plan` (a plan made with any strategy: only its labels are used)."""
+    sizes = {name: sel.teacher_size for name, sel in plan.axes.items()}
+    scores: dict[str, np.ndarray] = {}
+    with TensorReader(block_bytes) as reader:
+        for tensor in plan.written:
+            assert tensor.source is not None
+            wanted = [d for d, sel in enumerate(tensor.selections) if not sel.is_identity]
+            if not wanted or DTYPES[tensor.source.dtype].kind not in ("float", "complex"):
+                continue
+            per_dim = _squares_per_index(reader, tensor.source, wanted)
+            for dim, values in per_dim.items():
+                for axis, axis_scores in split_label(tensor.axes[dim], values, sizes):
+                    if axis in scores:
+                        scores[axis] += axis_scores
+                    else:
+                        scores[axis] = axis_scores.copy()
+    return scores
+
+
+def _squares_per_index(reader: TensorReader, info: TensorInfo, dims: list[int]) -> dict[int, np.ndarray]:
+    """For each dim in `dims`: the sum of squares of the tensor's elements at each index of that dim."""
+    totals = {d: np.zeros(info.shape[d], dtype=np.float64) for d in dims}
+    row = 0
+    for block in _row_blocks(reader, info):  # [rows, *shape[1:]] float64
+        for d in dims:
+            other = tuple(a for a in range(block.ndim) if a != d)
+            sums = np.square(block).sum(axis=other)
+            if d == 0:
+                totals[0][row : row + block.shape[0]] += sums
+            else:
+                totals[d] += sums
+        row += block.shape[0]
+    return totals
+
+
+def _row_blocks(reader: TensorReader, info: TensorInfo) -> Iterator[np.ndarray]:
+    """The tensor as float64 blocks of whole rows ([rows, *shape[1:]]), at most about one buffer each."""
+    import torch  # deferred: decoding bf16 / f8 needs torch; only the magnitude strategy pays for it
+
+    dtype = getattr(torch, DTYPES[info.dtype].torch_name)
+    row_bytes = info.nbytes // info.shape[0] if info.shape and info.shape[0] else 0
+    if row_bytes == 0:
+        return
+    rows_per_block = max(1, reader.block_bytes // row_bytes)
+    for first in range(0, info.shape[0], rows_per_block):
+        rows = min(rows_per_block, info.shape[0] - first)
+        data = reader.read(info.file, info.start + first * row_bytes, rows * row_bytes)
+        values = torch.frombuffer(bytearray(data), dtype=dtype)
+        values = values.abs() if values.is_complex() else values
+        yield values.to(torch.float64).numpy().reshape((rows, *info.shape[1:]))
+
+
+def split_label(label: str, values: np.ndarray, sizes: dict[str, int]) -> list[tuple[str, np.ndarray]]:
+    """Distribute one dim's per-index scores over the axes its label names.
+
+    `heads[0]*head_dim | kv_heads[0]*head_dim`: split into blocks, reshape each block to
+    [heads, head_dim] and sum over the other factor. Literals and copied axes get nothing.
+    """
+    result: list[tuple[str, np.ndarray]] = []
+    offset = 0
+    for block in (b.strip() for b in label.split("|")):
+        factors = [f.strip() for f in block.split("*")]
+        shape = [_factor_size(f, sizes) for f in factors]
+        size = math.prod(shape)
+        part = values[offset : offset + size].reshape(shape)
+        offset += size
+        for i, factor in enumerate(factors):
+            if factor in sizes and not factor.isdigit():
+                other = tuple(a for a in range(len(factors)) if a != i)
+                result.append((factor, part.sum(axis=other) if other else part))
+    return result
+
+
+def _factor_size(factor: str, sizes: dict[str, int]) -> int:
+    if factor in sizes:
+        return sizes[factor]
+    if factor.isdigit():
+        return int(factor)
+    return int(factor.split("→")[0])  # a generic size label such as `384→192` or `384`

@@ -1,0 +1,77 @@
+"""Provenance: how a student was made, recorded in its safetensors metadata (`wsel.provenance`).
+
+It holds the teacher's files with a SHA-256 of each header (a fingerprint of names, dtypes, shapes
+and offsets, cheap to check), the options and strategies, the layer maps, the one index set of every
+axis (a stride or an explicit list), and for each student tensor its teacher tensor and the axis
+label of each dim, from which `wsel verify` rebuilds the exact selection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from wsel import __version__
+from wsel.checkpoint.index import CheckpointIndex
+from wsel.errors import CheckpointError
+from wsel.plan import Plan
+from wsel.select import Selection
+
+METADATA_KEY = "wsel.provenance"
+
+
+def fingerprints(index: CheckpointIndex) -> list[dict[str, str]]:
+    return [{"file": h.path.name, "header_sha256": hashlib.sha256(h.header_bytes).hexdigest()} for h in index.headers]
+
+
+def build(plan: Plan) -> dict[str, Any]:
+    options = plan.options
+    return {
+        "wsel_version": __version__,
+        "teacher": fingerprints(plan.teacher),
+        "options": {
+            "layers": options.layers,
+            "elements": options.elements,
+            "seed": options.seed,
+            "attention": options.attention,
+            "rescale": options.rescale,
+            "dtype": options.dtype,
+        },
+        "path": plan.path,
+        "layer_maps": {m.group: [t for _, t in m.mapping] for m in plan.layer_maps},
+        "axes": {name: sel.to_dict() for name, sel in plan.axes.items()},
+        "tensors": {
+            t.name: {"teacher": t.source.name, "dims": list(t.axes), **({"scale": t.scale} if t.scale else {})}
+            for t in plan.written
+            if t.source is not None
+        },
+    }
+
+
+def encode(provenance: dict[str, Any]) -> str:
+    return json.dumps(provenance, separators=(",", ":"), sort_keys=True)
+
+
+def read(index: CheckpointIndex) -> dict[str, Any] | None:
+    """The provenance recorded in a checkpoint written by wsel, or None."""
+    raw = index.headers[0].metadata.get(METADATA_KEY) if index.headers else None
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{index.headers[0].path}: {METADATA_KEY} metadata is not valid JSON") from None
+    if not isinstance(doc, dict) or not {"teacher", "axes", "tensors"} <= set(doc):
+        raise CheckpointError(f"{index.headers[0].path}: {METADATA_KEY} metadata is incomplete")
+    return doc
+
+
+def selection_from_dict(doc: dict[str, Any]) -> Selection:
+    """Inverse of Selection.to_dict."""
+    teacher, student = int(doc["teacher"]), int(doc["student"])
+    if doc["rule"] == "copy":
+        return Selection(teacher, 0, 1, teacher)
+    if doc["rule"] == "stride":
+        return Selection(teacher, int(doc["start"]), int(doc["step"]), student)
+    return Selection(teacher, explicit=tuple(int(i) for i in doc["indices"]), origin=doc.get("origin", "indices"))

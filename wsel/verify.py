@@ -1,0 +1,103 @@
+"""`wsel verify`: prove, streaming, that every student tensor is its recorded selection of the teacher."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wsel import provenance
+from wsel.axes import compose
+from wsel.checkpoint.index import CheckpointIndex
+from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
+from wsel.errors import CheckpointError
+from wsel.execute import transform_chunks
+
+
+@dataclass
+class VerifyResult:
+    checked: int = 0
+    mismatches: list[str] = field(default_factory=list)  # one line each: tensor and what differs
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def verify(teacher: CheckpointIndex, student: CheckpointIndex, block_bytes: int = DEFAULT_BLOCK_BYTES) -> VerifyResult:
+    """Compare every student tensor with the selection its provenance records. Raises CheckpointError
+    when the student has no provenance (it was not written by wsel)."""
+    record = provenance.read(student)
+    if record is None:
+        raise CheckpointError(
+            f"{student.path}: no {provenance.METADATA_KEY} metadata; only checkpoints written by wsel can be verified"
+        )
+    result = VerifyResult()
+    current = {f["file"]: f["header_sha256"] for f in provenance.fingerprints(teacher)}
+    for recorded in record["teacher"]:
+        if current.get(recorded["file"]) != recorded["header_sha256"]:
+            result.mismatches.append(
+                f"teacher file {recorded['file']}: not the file the student was made from (header fingerprint differs)"
+            )
+    axes = {name: provenance.selection_from_dict(sel) for name, sel in record["axes"].items()}
+    tensors: dict[str, dict] = record["tensors"]
+    for name in sorted(set(student.tensors) - set(tensors)):
+        result.mismatches.append(f"{name}: in the student but not in its provenance")
+    with TensorReader(block_bytes) as reader:
+        for name, entry in tensors.items():
+            problem = _check(name, entry, axes, teacher, student, reader)
+            result.checked += 1
+            if problem:
+                result.mismatches.append(f"{name}: {problem}")
+    return result
+
+
+def _check(
+    name: str, entry: dict, axes: dict, teacher: CheckpointIndex, student: CheckpointIndex, reader: TensorReader
+) -> str | None:
+    mine = student.tensors.get(name)
+    source = teacher.tensors.get(entry["teacher"])
+    if mine is None:
+        return "recorded in the provenance but missing from the student"
+    if source is None:
+        return f"its teacher tensor {entry['teacher']!r} is not in the teacher"
+    try:
+        selections = [compose(label, axes, size) for label, size in zip(entry["dims"], source.shape, strict=True)]
+    except ValueError as e:
+        return f"cannot rebuild its selection: {e}"
+    if tuple(s.size for s in selections) != mine.shape:
+        return f"shape {list(mine.shape)} differs from the recorded selection's {[s.size for s in selections]}"
+    expected: Iterable[bytes] = reader.iter_selected(source, selections)
+    if mine.dtype != source.dtype or entry.get("scale"):
+        expected = transform_chunks(expected, source.dtype, mine.dtype, entry.get("scale"))
+    actual = _chunks(reader, mine.file, mine.start, mine.end, reader.block_bytes)
+    offset = _first_difference(expected, actual)
+    return None if offset is None else f"differs from its selection of {entry['teacher']!r} at byte {offset}"
+
+
+def _chunks(reader: TensorReader, file: Path, start: int, end: int, size: int) -> Iterator[bytes]:
+    for offset in range(start, end, size):
+        yield reader.read(file, offset, min(size, end - offset))
+
+
+def _first_difference(expected: Iterable[bytes], actual: Iterable[bytes]) -> int | None:
+    """The first byte offset where two chunked byte streams differ (or one ends early), else None."""
+    position = 0
+    pending = memoryview(b"")  # bytes of `actual` not yet compared
+    actual_chunks = iter(actual)
+    for chunk in expected:
+        view = memoryview(chunk)
+        while view:
+            if not pending:
+                pending = memoryview(next(actual_chunks, b""))
+                if not pending:
+                    return position  # the student's bytes end early
+            n = min(len(view), len(pending))
+            if view[:n] != pending[:n]:
+                diff = np.frombuffer(view[:n], np.uint8) != np.frombuffer(pending[:n], np.uint8)
+                return position + int(np.flatnonzero(diff)[0])
+            view, pending, position = view[n:], pending[n:], position + n
+    leftover = len(pending) or len(next(actual_chunks, b""))
+    return position if leftover else None
