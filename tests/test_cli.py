@@ -97,11 +97,29 @@ def data_bytes(path: Path) -> int:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ((), ["Weight selection", "Commands:", "init", "inspect", "--version"]),
-        (("init",), ["--teacher", "--student-config", "--output", "--exclude", "--dtype", "--max-shard-size"]),
-        (("inspect",), ["--teacher", "--student-config", "--exclude", "--json", "Writes no"]),
+        ((), ["Weight selection", "Commands:", "init", "inspect", "verify", "--version"]),
+        (
+            ("init",),
+            [
+                "--teacher",
+                "--student-config",
+                "--output",
+                "--exclude",
+                "--dtype",
+                "--max-shard-size",
+                "--set",
+                "--teacher-config",
+                "--attention",
+                "--layers",
+                "--elements",
+                "--seed",
+                "--rescale",
+            ],
+        ),
+        (("inspect",), ["--teacher", "--student-config", "--exclude", "--json", "Writes no", "--set", "--elements"]),
+        (("verify",), ["--teacher", "--student", "--json", "bit for bit"]),
     ],
-    ids=["group", "init", "inspect"],
+    ids=["group", "init", "inspect", "verify"],
 )
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help(args: tuple[str, ...], expected: list[str], flag: str) -> None:

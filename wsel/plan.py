@@ -30,7 +30,7 @@ from wsel.strategies import ElementStrategy, group_strategy
 SELECT, COPY, EXCLUDE = "select", "copy", "exclude"
 
 # Names whose non-last dims index tokens or positions: uniform subsampling of those breaks the model.
-_EMBEDDING_NAME = re.compile(r"embed_tokens|embeddings|wte|wpe|tok_embed|embed_in|pos_embed", re.IGNORECASE)
+_EMBEDDING_NAME = re.compile(r"(?<!patch_)embed|wte|wpe", re.IGNORECASE)  # lookup tables, not patch_embed convs
 _ROW_INDEXED_NAME = re.compile(
     r"embed_tokens|word_embed|tok_embed|embed_in|embed_out|wte|wpe|pos_embed|position|vocab|lm_head|token_type",
     re.IGNORECASE,
