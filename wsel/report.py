@@ -45,6 +45,8 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
             "dtype": plan.options.dtype,
             "exclude": list(plan.options.exclude),
             "attention": plan.options.attention,
+            "seed": plan.options.seed,
+            "rescale": plan.options.rescale,
         },
         "path": plan.path,
         "layer_maps": [
