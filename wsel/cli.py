@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,62 +42,104 @@ class _SizeType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+@dataclass(frozen=True)
+class StudentArgs:
+    """What `init` and `inspect` share: the student and how to select it."""
+
+    config: str | None
+    sets: tuple[str, ...]
+    teacher_config: Path | None
+    options: PlanOptions
+
+
 def _student_options(f: Any) -> Any:
+    """Add the student options and hand the command one StudentArgs (`student`) in their place."""
+
+    @functools.wraps(f)
+    def command(
+        *args: Any,
+        student_config: str | None,
+        sets: tuple[str, ...],
+        teacher_config: Path | None,
+        attention: str,
+        layers: str,
+        elements: str,
+        seed: int,
+        rescale: bool,
+        exclude: tuple[str, ...],
+        **kwargs: Any,
+    ) -> Any:
+        options = PlanOptions(
+            exclude=exclude, attention=attention, layers=layers, elements=elements, seed=seed, rescale=rescale
+        )
+        return f(*args, student=StudentArgs(student_config, sets, teacher_config, options), **kwargs)
+
+    options = [
+        click.option("--student-config", "-s", help=STUDENT_HELP),
+        click.option(
+            "--set",
+            "sets",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a key of the student's config.json (repeatable); without --student-config the student "
+            "is the teacher's config with these overrides, e.g. --set num_hidden_layers=16.",
+        ),
+        click.option(
+            "--teacher-config",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="The teacher's config.json, when it is not in the teacher folder.",
+        ),
+        click.option(
+            "--exclude",
+            multiple=True,
+            metavar="GLOB",
+            help="Student tensors left out of the output, for the student's own init (repeatable), e.g. 'head*'.",
+        ),
+        click.option(
+            "--layers",
+            default="first",
+            show_default=True,
+            metavar="first|uniform|last|LIST",
+            help="Which teacher layers: the first N (paper), spread evenly, the last N, or a list such as 0,2,4,6 "
+            "(';' between the lists of several layer groups).",
+        ),
+        click.option(
+            "--elements",
+            type=click.Choice(ELEMENT_STRATEGIES),
+            default="uniform",
+            show_default=True,
+            help="Which indices of each axis: the paper's uniform rule, the first ones, random (seeded), "
+            "or the largest by weight magnitude. Always the same set for every tensor of an axis.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random element strategy."),
+        click.option(
+            "--attention",
+            type=click.Choice(["structured", "flat"]),
+            default="structured",
+            show_default=True,
+            help="With architecture data: keep whole heads, GQA groups and RoPE pairs; 'flat' applies the paper's "
+            "per-dim rule to attention too.",
+        ),
+        click.option(
+            "--rescale",
+            is_flag=True,
+            help="Multiply weights whose input dim shrank from T to S by sqrt(T/S) (weight subcloning's rule).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _output_options(f: Any) -> Any:
     f = click.option(
-        "--rescale",
-        is_flag=True,
-        help="Multiply weights whose input dim shrank from T to S by sqrt(T/S) (weight subcloning's rule).",
-    )(f)
-    f = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random element strategy.")(f)
-    f = click.option(
-        "--elements",
-        type=click.Choice(ELEMENT_STRATEGIES),
-        default="uniform",
-        show_default=True,
-        help="Which indices of each axis: the paper's uniform rule, the first ones, random (seeded), "
-        "or the largest by weight magnitude. Always the same set for every tensor of an axis.",
-    )(f)
-    f = click.option(
-        "--layers",
-        default="first",
-        show_default=True,
-        metavar="first|uniform|last|LIST",
-        help="Which teacher layers: the first N (paper), spread evenly, the last N, or a list such as 0,2,4,6 "
-        "(';' between the lists of several layer groups).",
-    )(f)
-    f = click.option(
-        "--attention",
-        type=click.Choice(["structured", "flat"]),
-        default="structured",
-        show_default=True,
-        help="With architecture data: keep whole heads, GQA groups and RoPE pairs; 'flat' applies the paper's "
-        "per-dim rule to attention too.",
-    )(f)
-    f = click.option(
-        "--teacher-config",
+        "--report",
+        "report_file",
         type=click.Path(path_type=Path, dir_okay=False),
-        help="The teacher's config.json, when it is not in the teacher folder.",
+        help="Also save the report: FILE.json, or FILE.md for a Markdown table.",
     )(f)
-    f = click.option(
-        "--set",
-        "sets",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override a key of the student's config.json (repeatable); without --student-config the student "
-        "is the teacher's config with these overrides, e.g. --set num_hidden_layers=16.",
-    )(f)
-    return f
-
-
-def _common(f: Any) -> Any:
-    f = click.option("--quiet", "-q", is_flag=True, help="No progress or report on stderr (errors still print).")(f)
     f = click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document on stdout.")(f)
-    f = click.option(
-        "--exclude",
-        multiple=True,
-        metavar="GLOB",
-        help="Student tensors left out of the output, for the student's own init (repeatable), e.g. 'head*'.",
-    )(f)
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress or report on stderr (errors still print).")(f)
     return f
 
 
@@ -111,7 +155,6 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--teacher", "-t", required=True, type=click.Path(path_type=Path), help=TEACHER_HELP)
-@click.option("--student-config", "-s", help=STUDENT_HELP)
 @click.option(
     "--output",
     "-o",
@@ -119,7 +162,6 @@ def cli() -> None:
     help="Output: NAME.safetensors for one file, or a folder (model.safetensors, or shards + index).",
 )
 @_student_options
-@_common
 @click.option("--dtype", type=click.Choice(sorted(CAST_TARGETS)), help="Cast floating tensors (default: keep bytes).")
 @click.option(
     "--max-shard-size",
@@ -129,29 +171,16 @@ def cli() -> None:
     help="Largest shard when writing a folder, e.g. 500MB or 2GiB.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing output checkpoint.")
-@click.option(
-    "--report",
-    "report_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Also save the report: FILE.json, or FILE.md for a Markdown table.",
-)
+@_output_options
 def init(
     teacher: Path,
-    student_config: str | None,
     output: str,
-    sets: tuple[str, ...],
-    teacher_config: Path | None,
-    attention: str,
-    layers: str,
-    elements: str,
-    seed: int,
-    rescale: bool,
-    exclude: tuple[str, ...],
-    as_json: bool,
-    quiet: bool,
+    student: StudentArgs,
     dtype: str | None,
     max_shard_size: int,
     force: bool,
+    quiet: bool,
+    as_json: bool,
     report_file: Path | None,
 ) -> None:
     """Write a student checkpoint selected from the teacher."""
@@ -159,24 +188,14 @@ def init(
 
     console = make_console(quiet)
     with _errors_exit(console):
-        options = PlanOptions(
-            exclude=exclude,
-            dtype=CAST_TARGETS[dtype] if dtype else None,
-            attention=attention,
-            layers=layers,
-            elements=elements,
-            seed=seed,
-            rescale=rescale,
-        )
-        plan = prepare(teacher, student_config, options, sets, teacher_config)
+        options = replace(student.options, dtype=CAST_TARGETS[dtype] if dtype else None)
+        plan = prepare(teacher, student.config, options, student.sets, student.teacher_config)
         if report_file is not None:
             _check_writable(report_file)  # before the run: a failed report must not follow a written checkpoint
-        target = Path(output)
         folder = output.endswith(("/", os.sep)) or None  # a trailing slash always means a folder
-        total = sum(t.nbytes for t in plan.written)
-        with byte_progress(console, total, "selecting") as on_progress:
+        with byte_progress(console, sum(t.nbytes for t in plan.written), "selecting") as on_progress:
             stats = execute.run(
-                plan, target, force=force, max_shard_size=max_shard_size, on_progress=on_progress, folder=folder
+                plan, Path(output), force=force, max_shard_size=max_shard_size, on_progress=on_progress, folder=folder
             )
         doc = report.plan_report(plan, stats, "init")
         _emit(console, doc, as_json, report_file, report.render, report.markdown)
@@ -184,45 +203,21 @@ def init(
 
 @cli.command()
 @click.option("--teacher", "-t", required=True, type=click.Path(path_type=Path), help=TEACHER_HELP)
-@click.option("--student-config", "-s", help=STUDENT_HELP + " Without it (and without --set), list the teacher.")
 @_student_options
-@_common
-@click.option(
-    "--report",
-    "report_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Also save the report: FILE.json, or FILE.md for a Markdown table.",
-)
-def inspect(
-    teacher: Path,
-    student_config: str | None,
-    sets: tuple[str, ...],
-    teacher_config: Path | None,
-    attention: str,
-    layers: str,
-    elements: str,
-    seed: int,
-    rescale: bool,
-    exclude: tuple[str, ...],
-    as_json: bool,
-    quiet: bool,
-    report_file: Path | None,
-) -> None:
-    """Show a teacher's tensors, or preview the student mapping. Writes no checkpoint."""
+@_output_options
+def inspect(teacher: Path, student: StudentArgs, quiet: bool, as_json: bool, report_file: Path | None) -> None:
+    """Show a checkpoint's tensors (and how wsel made it), or, with a student, preview the mapping.
+    Writes no checkpoint."""
     from wsel import report
 
     console = make_console(quiet)
     with _errors_exit(console):
-        if student_config is None and not sets:
+        if student.config is None and not student.sets:
             doc = report.teacher_report(open_checkpoint(teacher))
             _emit(console, doc, as_json, report_file, report.render_teacher, report.markdown_teacher)
             return
-        options = PlanOptions(
-            exclude=exclude, attention=attention, layers=layers, elements=elements, seed=seed, rescale=rescale
-        )
-        plan = prepare(teacher, student_config, options, sets, teacher_config)
-        doc = report.plan_report(plan, None, "inspect")
-        _emit(console, doc, as_json, report_file, report.render, report.markdown)
+        plan = prepare(teacher, student.config, student.options, student.sets, student.teacher_config)
+        _emit(console, report.plan_report(plan, None, "inspect"), as_json, report_file, report.render, report.markdown)
 
 
 @cli.command()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wsel import __version__, provenance
 from wsel.checkpoint.dtypes import DTYPES
+from wsel.checkpoint.index import INDEX_FILE, SINGLE_FILE
 from wsel.checkpoint.output import (
     DEFAULT_MAX_SHARD_SIZE,
     check_target,
@@ -19,7 +20,7 @@ from wsel.checkpoint.output import (
     write_index,
 )
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
-from wsel.checkpoint.writer import OutputTensor, SafetensorsWriter
+from wsel.checkpoint.writer import PARTIAL_SUFFIX, OutputTensor, SafetensorsWriter
 from wsel.errors import PlanError
 from wsel.plan import Plan
 
@@ -69,6 +70,7 @@ def run(
     out = layout(target, tensors, max_shard_size, folder)
     shard_metadata = metadata(plan)
     stale = existing_model_files(target) if out.is_folder else []
+    remove_partials(target, out.is_folder, companion_names(plan))
     created_folder = out.is_folder and not target.exists()
     if created_folder:
         target.mkdir(parents=True)
@@ -113,6 +115,21 @@ def run(
         bytes_read=bytes_read,
         seconds=time.perf_counter() - started,
     )
+
+
+def remove_partials(target: Path, is_folder: bool, extra_names: tuple[str, ...]) -> None:
+    """Remove temporary files a killed run left for this output (`.NAME.wsel-partial`; never a
+    finished file): the names are fixed, so only files of this output's own kind are touched."""
+    if not is_folder:
+        (target.parent / f".{target.name}{PARTIAL_SUFFIX}").unlink(missing_ok=True)
+        return
+    if not target.is_dir():
+        return
+    ours = {f".{name}{PARTIAL_SUFFIX}" for name in (SINGLE_FILE, INDEX_FILE, *extra_names)}
+    for path in target.iterdir():
+        shard = path.name.startswith(".model-") and path.name.endswith(f".safetensors{PARTIAL_SUFFIX}")
+        if path.name in ours or shard:
+            path.unlink(missing_ok=True)
 
 
 def companion_names(plan: Plan) -> tuple[str, ...]:
