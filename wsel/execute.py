@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -10,18 +12,20 @@ from pathlib import Path
 
 from wsel import __version__, provenance
 from wsel.checkpoint.dtypes import DTYPES
-from wsel.checkpoint.index import INDEX_FILE, SINGLE_FILE
+from wsel.checkpoint.index import INDEX_FILE
 from wsel.checkpoint.output import (
     DEFAULT_MAX_SHARD_SIZE,
+    OutputLayout,
     check_target,
     existing_model_files,
     layout,
     write_atomically,
     write_index,
 )
+from wsel.checkpoint.publish import publish, recover, staging_folder
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
 from wsel.checkpoint.writer import PARTIAL_SUFFIX, OutputTensor, SafetensorsWriter
-from wsel.errors import PlanError
+from wsel.errors import OutputError, PlanError
 from wsel.plan import Plan
 
 ProgressCallback = Callable[[int], None]  # called with the number of tensor bytes just written
@@ -60,76 +64,93 @@ def run(
     folder: bool | None = None,
 ) -> Stats:
     """Write the student described by `plan` to `target`: a .safetensors file, or a folder (always when
-    `folder` is true)."""
+    `folder` is true). A file appears by an atomic rename; a folder is staged beside the target and
+    published in one step (`wsel.checkpoint.publish`). A failure or interruption leaves `target` as it was."""
     started = time.perf_counter()
     target = Path(target)
     if not plan.written:
         raise PlanError(f"{target}: nothing to write: every student tensor is excluded")
-    check_target(target, plan.teacher.files, force, companion_names(plan), folder)
-    tensors = [OutputTensor(t.name, t.dtype, t.shape) for t in plan.written]
-    out = layout(target, tensors, max_shard_size, folder)
-    shard_metadata = metadata(plan)
-    stale = existing_model_files(target) if out.is_folder else []
-    remove_partials(target, out.is_folder, companion_names(plan))
-    created_folder = out.is_folder and not target.exists()
-    if created_folder:
-        target.mkdir(parents=True)
-    by_name = {t.name: t for t in plan.written}
+    extra_names = companion_names(plan)
+    check_target(target, plan.teacher.files, force, extra_names, folder)
+    out = layout(target, [OutputTensor(t.name, t.dtype, t.shape) for t in plan.written], max_shard_size, folder)
+    staging = staging_folder(target)
+    if out.is_folder:
+        recover(target)
+        _make_staging(staging, target, out)
+    else:
+        (target.parent / f".{target.name}{PARTIAL_SUFFIX}").unlink(missing_ok=True)  # left by a killed run
     writers: list[SafetensorsWriter] = []
     try:
-        with TensorReader(block_bytes) as reader:
-            for shard in out.shards:
-                writer = SafetensorsWriter(shard.path, list(shard.tensors), shard_metadata)
-                writers.append(writer)
-                with writer:
-                    for tensor in shard.tensors:
-                        tp = by_name[tensor.name]
-                        assert tp.source is not None
-                        chunks: Iterable[bytes] = reader.iter_selected(tp.source, tp.selections)
-                        if tp.dtype != tp.source.dtype or tp.scale is not None:
-                            chunks = transform_chunks(chunks, tp.source.dtype, tp.dtype, tp.scale)
-                        writer.write(tensor.name, _reported(chunks, on_progress))
-                    writer.finish()
-            bytes_read = reader.bytes_read
-        # Every shard is complete on disk: only now do they appear under their names, index last.
+        bytes_read = _write_shards(plan, out, staging if out.is_folder else target.parent, writers, block_bytes,
+                                   on_progress)  # fmt: skip
         for writer in writers:
             writer.commit()
-        if out.index_path is not None:
-            write_index(out.index_path, out.shards, {"wsel.version": __version__})
-        companions = write_companions(plan, target) if out.is_folder else ()
+        if out.is_folder:
+            if out.index_path is not None:
+                write_index(staging / INDEX_FILE, out.shards, {"wsel.version": __version__}, out.index_path)
+            write_companions(plan, staging, target)
+            replaced = {p.name for p in existing_model_files(target)} | set(extra_names)
+            try:
+                publish(staging, target, replaced)
+            except OSError as e:
+                raise OutputError(f"{target}: cannot put the new folder in place: {e.strerror or e}") from None
     except BaseException:
         for writer in writers:
             writer.discard()
-        if created_folder:
-            _remove_if_empty(target)
+        if out.is_folder:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
-    for old in stale:  # --force: files of the previous checkpoint that the new one did not replace
-        if old not in out.files:
-            old.unlink(missing_ok=True)
-    files = out.files + companions
-    file_bytes = sum(w.size for w in writers) + sum(f.stat().st_size for f in files[len(writers) :])
+    files = out.files + (tuple(target / name for name in extra_names) if out.is_folder else ())
     return Stats(
         files=files,
         tensor_bytes=sum(t.nbytes for t in plan.written),
-        file_bytes=file_bytes,
+        file_bytes=sum(f.stat().st_size for f in files),
         bytes_read=bytes_read,
         seconds=time.perf_counter() - started,
     )
 
 
-def remove_partials(target: Path, is_folder: bool, extra_names: tuple[str, ...]) -> None:
-    """Remove temporary files a killed run left for this output (`.NAME.wsel-partial`; never a
-    finished file): the names are fixed, so only files of this output's own kind are touched."""
-    if not is_folder:
-        (target.parent / f".{target.name}{PARTIAL_SUFFIX}").unlink(missing_ok=True)
-        return
-    if not target.is_dir():
-        return
-    ours = {f".{name}{PARTIAL_SUFFIX}" for name in (SINGLE_FILE, INDEX_FILE, *extra_names)}
-    for path in target.iterdir():
-        shard = path.name.startswith(".model-") and path.name.endswith(f".safetensors{PARTIAL_SUFFIX}")
-        if path.name in ours or shard:
-            path.unlink(missing_ok=True)
+def _make_staging(staging: Path, target: Path, out: OutputLayout) -> None:
+    """Create the staging folder, after checking that an existing target folder is writable (its
+    permissions are the user's word, even though the swap itself would not need them)."""
+    try:
+        if target.is_dir():
+            probe = target / f".{out.shards[0].path.name}{PARTIAL_SUFFIX}"
+            with open(probe, "wb"):
+                pass
+            os.unlink(probe)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as e:
+        shown = out.shards[0].path if target.is_dir() else target
+        raise OutputError(f"{shown}: cannot write: {e.strerror or e}") from None
+
+
+def _write_shards(
+    plan: Plan,
+    out: OutputLayout,
+    folder: Path,
+    writers: list[SafetensorsWriter],
+    block_bytes: int,
+    on_progress: ProgressCallback | None,
+) -> int:
+    """Stream every tensor into its shard (finished and fsynced, not yet committed); teacher bytes read."""
+    by_name = {t.name: t for t in plan.written}
+    shard_metadata = metadata(plan)
+    with TensorReader(block_bytes) as reader:
+        for shard in out.shards:
+            writer = SafetensorsWriter(folder / shard.path.name, list(shard.tensors), shard_metadata, shard.path)
+            writers.append(writer)
+            with writer:
+                for tensor in shard.tensors:
+                    tp = by_name[tensor.name]
+                    assert tp.source is not None
+                    chunks: Iterable[bytes] = reader.iter_selected(tp.source, tp.selections)
+                    if tp.dtype != tp.source.dtype or tp.scale is not None:
+                        chunks = transform_chunks(chunks, tp.source.dtype, tp.dtype, tp.scale)
+                    writer.write(tensor.name, _reported(chunks, on_progress))
+                writer.finish()
+        return reader.bytes_read
 
 
 def companion_names(plan: Plan) -> tuple[str, ...]:
@@ -138,17 +159,13 @@ def companion_names(plan: Plan) -> tuple[str, ...]:
     return names + tuple(f.name for f in plan.copy_files)
 
 
-def write_companions(plan: Plan, folder: Path) -> tuple[Path, ...]:
-    """config.json (keys sorted, as transformers writes it) and the teacher's tokenizer files, each atomically."""
-    written = []
+def write_companions(plan: Plan, folder: Path, shown_in: Path) -> None:
+    """config.json (keys sorted, as transformers writes it) and the teacher's tokenizer files."""
     if plan.student_config is not None:
         text = json.dumps(plan.student_config, indent=2, sort_keys=True) + "\n"
-        write_atomically(folder / "config.json", text.encode())
-        written.append(folder / "config.json")
+        write_atomically(folder / "config.json", text.encode(), shown_in / "config.json")
     for source in plan.copy_files:
-        write_atomically(folder / source.name, source.read_bytes())
-        written.append(folder / source.name)
-    return tuple(written)
+        write_atomically(folder / source.name, source.read_bytes(), shown_in / source.name)
 
 
 def _reported(chunks: Iterable[bytes], on_progress: ProgressCallback | None) -> Iterator[bytes]:
@@ -173,10 +190,3 @@ def transform_chunks(chunks: Iterable[bytes], source: str, target: str, scale: f
         if scale is not None:
             values = values.to(torch.float64 if src == torch.float64 else torch.float32) * scale
         yield values.to(dst).view(torch.uint8).numpy().tobytes()
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass

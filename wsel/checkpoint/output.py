@@ -116,17 +116,19 @@ def existing_model_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name in (SINGLE_FILE, INDEX_FILE) or _SHARD_NAME.match(p.name))
 
 
-def write_index(path: Path, shards: tuple[Shard, ...], metadata: dict[str, object]) -> None:
-    """Write model.safetensors.index.json atomically."""
+def write_index(
+    path: Path, shards: tuple[Shard, ...], metadata: dict[str, object], shown_as: Path | None = None
+) -> None:
+    """Write model.safetensors.index.json atomically (weight_map by file name)."""
     weight_map = {t.name: s.path.name for s in shards for t in s.tensors}
     doc = {
         "metadata": {**metadata, "total_size": sum(t.nbytes for s in shards for t in s.tensors)},
         "weight_map": {k: weight_map[k] for k in sorted(weight_map)},
     }
-    write_atomically(path, (json.dumps(doc, indent=2) + "\n").encode())
+    write_atomically(path, (json.dumps(doc, indent=2) + "\n").encode(), shown_as)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, shown_as: Path | None = None) -> None:
     """Write a small file through a temporary file in the same folder: fsync, then rename."""
     temp = path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
     try:
@@ -137,4 +139,4 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.replace(temp, path)
     except OSError as e:
         temp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise OutputError(f"{shown_as or path}: cannot write: {e.strerror or e}") from None

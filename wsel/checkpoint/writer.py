@@ -67,8 +67,11 @@ class SafetensorsWriter:
     then `w.commit()` (possibly after other writers finished, so that a set of shards appears together).
     """
 
-    def __init__(self, path: Path, tensors: list[OutputTensor], metadata: dict[str, str]) -> None:
+    def __init__(
+        self, path: Path, tensors: list[OutputTensor], metadata: dict[str, str], shown_as: Path | None = None
+    ) -> None:
         self.path = Path(path)
+        self.shown_as = Path(shown_as or path)  # the name errors give (the final path of a staged file)
         self.tensors = list(tensors)
         self.header = encode_header(self.tensors, metadata)
         self.size = len(self.header) + sum(t.nbytes for t in self.tensors)
@@ -83,7 +86,7 @@ class SafetensorsWriter:
             self._file.write(self.header)
         except OSError as e:
             self._fail()
-            raise OutputError(f"{self.path}: cannot write: {e.strerror or e}") from None
+            raise OutputError(f"{self.shown_as}: cannot write: {e.strerror or e}") from None
         self._state = _State.DATA
         return self
 
@@ -95,10 +98,10 @@ class SafetensorsWriter:
         """Write the next tensor's bytes; it must be the next one in header order and exactly its size."""
         self._expect(_State.DATA)
         if self._next >= len(self.tensors):
-            raise ValueError(f"{self.path}: tensor {name!r} is not in the header")
+            raise ValueError(f"{self.shown_as}: tensor {name!r} is not in the header")
         expected = self.tensors[self._next]
         if name != expected.name:
-            raise ValueError(f"{self.path}: tensor {name!r} written out of order; expected {expected.name!r}")
+            raise ValueError(f"{self.shown_as}: tensor {name!r} written out of order; expected {expected.name!r}")
         assert self._file is not None
         written = 0
         try:
@@ -112,7 +115,7 @@ class SafetensorsWriter:
             raise
         if written != expected.nbytes:
             self._fail()
-            raise ValueError(f"{self.path}: tensor {name!r} got {written} bytes, header says {expected.nbytes}")
+            raise ValueError(f"{self.shown_as}: tensor {name!r} got {written} bytes, header says {expected.nbytes}")
         self._next += 1
         return written
 
@@ -121,7 +124,7 @@ class SafetensorsWriter:
         try:
             self._file.write(chunk)
         except OSError as e:
-            raise OutputError(f"{self.path}: cannot write: {e.strerror or e}") from None
+            raise OutputError(f"{self.shown_as}: cannot write: {e.strerror or e}") from None
 
     def finish(self) -> None:
         """Check every tensor arrived and the size is exact, then flush to disk."""
@@ -129,7 +132,7 @@ class SafetensorsWriter:
         assert self._file is not None
         if self._next != len(self.tensors):
             self._fail()
-            raise ValueError(f"{self.path}: {len(self.tensors) - self._next} tensors were never written")
+            raise ValueError(f"{self.shown_as}: {len(self.tensors) - self._next} tensors were never written")
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -137,10 +140,10 @@ class SafetensorsWriter:
             self._file.close()
         except OSError as e:
             self._fail()
-            raise OutputError(f"{self.path}: cannot write: {e.strerror or e}") from None
+            raise OutputError(f"{self.shown_as}: cannot write: {e.strerror or e}") from None
         if actual != self.size:
             self._fail()
-            raise OutputError(f"{self.path}: wrote {actual} bytes, expected {self.size}")
+            raise OutputError(f"{self.shown_as}: wrote {actual} bytes, expected {self.size}")
         self._state = _State.FINISHED
 
     def commit(self) -> None:
@@ -150,7 +153,9 @@ class SafetensorsWriter:
             os.replace(self.temp_path, self.path)
         except OSError as e:
             self._fail()
-            raise OutputError(f"{self.path}: cannot rename the finished file into place: {e.strerror or e}") from None
+            raise OutputError(
+                f"{self.shown_as}: cannot rename the finished file into place: {e.strerror or e}"
+            ) from None
         self._state = _State.COMMITTED
 
     def discard(self) -> None:
@@ -160,7 +165,7 @@ class SafetensorsWriter:
 
     def _expect(self, state: _State) -> None:
         if self._state is not state:
-            raise ValueError(f"{self.path}: writer is {self._state.value}, expected {state.value}")
+            raise ValueError(f"{self.shown_as}: writer is {self._state.value}, expected {state.value}")
 
     def _fail(self) -> None:
         self._state = _State.FAILED
