@@ -316,12 +316,17 @@ def test_tensors_are_returned_in_file_order_not_header_order(tmp_path: Path) -> 
     assert [t.name for t in read_header(path).tensors] == ["first", "second"]
 
 
-def test_packed_sub_byte_dtype_rounds_up(tmp_path: Path) -> None:
-    # F4 packs two elements per byte: three elements occupy two bytes.
+def test_packed_sub_byte_dtype_must_fill_whole_bytes(tmp_path: Path) -> None:
+    # F4 packs two elements per byte: four elements occupy two bytes; three would end mid-byte, which the
+    # reference implementation refuses to load, so the parser refuses it too.
     path = tmp_path / "model.safetensors"
-    path.write_bytes(raw({"q": entry("F4", (3,), (0, 2))}, b"\0\0"))
+    path.write_bytes(raw({"q": entry("F4", (4,), (0, 2))}, b"\0\0"))
     [t] = read_header(path).tensors
-    assert (t.dtype, t.shape, t.nbytes) == ("F4", (3,), 2)
+    assert (t.dtype, t.shape, t.nbytes) == ("F4", (4,), 2)
+    path.write_bytes(raw({"q": entry("F4", (3,), (0, 2))}, b"\0\0"))
+    with pytest.raises(CheckpointError) as exc:
+        read_header(path)
+    assert str(exc.value) == f"{path}: tensor 'q': 3 F4 elements do not fill whole bytes"
 
 
 # Duplicate keys below the top level are not duplicate tensor names: the message says where the duplicate is.

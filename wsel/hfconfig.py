@@ -31,7 +31,7 @@ def load_config(path: Path) -> dict[str, Any]:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(f"{path}: config.json not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, huge integers
         raise SpecError(f"{path}: cannot read the config: {e}") from None
     if not isinstance(doc, dict):
         raise SpecError(f"{path}: expected a JSON object")
@@ -45,7 +45,7 @@ def parse_set(item: str) -> tuple[str, Any]:
         raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. --set num_hidden_layers=16")
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON: the value is the string itself
         value = raw
     return key.strip(), value
 

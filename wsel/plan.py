@@ -28,6 +28,7 @@ from wsel.spec import StudentSpec, StudentTensor
 from wsel.strategies import ElementStrategy, group_strategy
 
 SELECT, COPY, EXCLUDE = "select", "copy", "exclude"
+MAX_SELECTED_DIMS = 63  # the reader views a tensor as numpy [dims..., element bytes]: 64 dims at most
 
 # Names whose non-last dims index tokens or positions: uniform subsampling of those breaks the model.
 _EMBEDDING_NAME = re.compile(r"(?<!patch_)embed|wte|wpe", re.IGNORECASE)  # lookup tables, not patch_embed convs
@@ -157,7 +158,7 @@ def _axis_parts(label: str, sel: Selection) -> list[tuple[str, Selection]]:
 
 def order(teacher: CheckpointIndex, planned: list[TensorPlan], excluded: list[StudentTensor]) -> tuple[TensorPlan, ...]:
     """Written tensors in the teacher's storage order (so reads go front to back), then the excluded ones."""
-    planned = sorted(planned, key=lambda p: _storage_order(teacher, p.source))
+    planned = sorted(planned, key=lambda p: (*_storage_order(teacher, p.source), p.name))
     return tuple(planned) + tuple(
         TensorPlan(t.name, t.shape, t.dtype or "", EXCLUDE, reason="--exclude") for t in excluded
     )
@@ -220,7 +221,10 @@ def _plan_generic(
             )
     pairs = list(zip(student.shape, source.shape, strict=True))
     axes = tuple(size_label(t, s) for s, t in pairs)
-    selections = tuple(elements.choose(label, t, s) for label, (s, t) in zip(axes, pairs, strict=True))
+    if source.numel == 0:  # nothing to select: leading slices, never an index list (dims may be huge)
+        selections = tuple(Selection(t, 0, 1, s) for s, t in pairs)
+    else:
+        selections = tuple(elements.choose(label, t, s) for label, (s, t) in zip(axes, pairs, strict=True))
     if _ROW_INDEXED_NAME.search(student.name):
         for dim, (s, t) in enumerate(pairs):
             if s < t and dim < len(source.shape) - 1:
@@ -295,10 +299,15 @@ def tensor_plan(
             f"{where}: {source.dtype} tensors hold ids or flags and are never subsampled; "
             f"give the student the teacher's shape or --exclude it"
         )
-    if student.shape != source.shape and element_size(source.dtype) is None:
+    packed = element_size(source.dtype) is None
+    if student.shape != source.shape and packed:
         raise PlanError(f"{where}: packed {source.dtype} elements cannot be selected; --exclude it")
+    if len(source.shape) > MAX_SELECTED_DIMS and not all(s.is_identity for s in selections):
+        raise PlanError(
+            f"{where}: {len(source.shape)} dims; at most {MAX_SELECTED_DIMS} can be selected (numpy's limit)"
+        )
     out_dtype = source.dtype
-    if options.dtype is not None and kind == "float" and source.dtype != options.dtype:
+    if options.dtype is not None and kind == "float" and not packed and source.dtype != options.dtype:
         out_dtype = options.dtype
     if student.dtype is not None and student.dtype != out_dtype:
         warnings.append(
@@ -306,7 +315,7 @@ def tensor_plan(
             "written (wsel keeps the teacher's bytes unless --dtype is given)"
         )
     scale = None
-    if options.rescale and input_dim is not None and kind == "float":
+    if options.rescale and input_dim is not None and kind == "float" and not packed:
         shrunk_from, shrunk_to = source.shape[input_dim], student.shape[input_dim]
         if shrunk_to < shrunk_from:
             scale = math.sqrt(shrunk_from / shrunk_to)
@@ -327,6 +336,6 @@ def _where(name: str, shape: tuple[int, ...], source: TensorInfo) -> str:
     return f"student tensor {name!r} {list(shape)} from teacher {source.name!r} {list(source.shape)}"
 
 
-def _storage_order(teacher: CheckpointIndex, source: TensorInfo | None) -> tuple[int, int]:
+def _storage_order(teacher: CheckpointIndex, source: TensorInfo | None) -> tuple[int, int, int]:
     assert source is not None
-    return teacher.files.index(source.file), source.start
+    return teacher.files.index(source.file), source.start, source.end

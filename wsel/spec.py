@@ -73,7 +73,7 @@ def parse_manifest(text: str, source: str) -> StudentSpec:
     """Parse a JSON shape manifest. Raises SpecError naming the source and the bad entry."""
     try:
         doc = json.loads(text, object_pairs_hook=_reject_repeated_names)
-    except json.JSONDecodeError as e:
+    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, or an integer too long to parse
         raise SpecError(f"{source}: student config is not valid JSON: {e}") from None
     except _Repeated as e:
         raise SpecError(f"{source}: tensor {e.args[0]!r} is named twice") from None

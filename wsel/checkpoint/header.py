@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +63,10 @@ class _Object(dict):
 
 
 def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
-    obj = _Object()
-    for key, value in pairs:
-        if key in obj and obj.duplicate is None:
-            obj.duplicate = key
-        obj[key] = value
+    obj = _Object(pairs)
+    if len(obj) != len(pairs):  # rare: find the first repeated key only then (headers may hold 100k entries)
+        seen: set[str] = set()
+        obj.duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
     return obj
 
 
@@ -77,8 +77,14 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     def fail(problem: str) -> CheckpointError:
         return CheckpointError(f"{path}: {problem}")
 
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise fail(f"cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
         raise fail("is a directory, expected a .safetensors file")
+    if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
+        raise fail("is not a regular file")
     try:
         with open(path, "rb") as f:
             file_size = os.fstat(f.fileno()).st_size
@@ -101,7 +107,7 @@ def read_header(path: str | os.PathLike[str]) -> Header:
         raise fail("header is not a JSON object")
     try:
         doc = json.loads(text, object_pairs_hook=_object_pairs)
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, or an integer too long to parse
         raise fail(f"header is not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise fail("header is not a JSON object")
@@ -109,6 +115,9 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     if duplicate is not None:
         raise fail(f"duplicate tensor name {duplicate!r} in header")
 
+    for name in doc:
+        if not _encodable(name):
+            raise fail(f"tensor name {name.encode('utf-8', 'backslashreplace').decode()!r} is not valid UTF-8")
     metadata = _parse_metadata(doc.pop(METADATA_KEY, {}), fail)
     data_start = 8 + header_len
     data_size = file_size - data_start
@@ -127,6 +136,8 @@ def _parse_metadata(meta: Any, fail: Any) -> dict[str, str]:
     for key, value in meta.items():
         if not isinstance(value, str):
             raise fail(f"{METADATA_KEY} value for {key!r} is not a string")
+        if not (_encodable(key) and _encodable(value)):
+            raise fail(f"{METADATA_KEY} holds a string that is not valid UTF-8")
     return dict(meta)
 
 
@@ -146,7 +157,12 @@ def _parse_entry(name: str, entry: Any, path: Path, data_start: int, fail: Any) 
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise fail(f"tensor {name!r}: unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise fail(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+        raise fail(f"tensor {name!r}: shape {_short_repr(shape)} is not a list of non-negative integers")
+    numel = _element_count(shape)
+    if numel is None or numel * DTYPES[dtype].bits >= 8 * _U64:
+        raise fail(f"tensor {name!r}: shape overflows 64-bit sizes")
+    if (numel * DTYPES[dtype].bits) % 8:
+        raise fail(f"tensor {name!r}: {numel} {dtype} elements do not fill whole bytes")
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
@@ -154,13 +170,44 @@ def _parse_entry(name: str, entry: Any, path: Path, data_start: int, fail: Any) 
         or offsets[0] > offsets[1]
     ):
         raise fail(f"tensor {name!r}: data_offsets {offsets!r} is not [begin, end] with 0 <= begin <= end")
-    numel = math.prod(shape)
     expected = byte_length(dtype, numel)
     if offsets[1] - offsets[0] != expected:
         raise fail(
             f"tensor {name!r}: data_offsets span {offsets[1] - offsets[0]} bytes but {dtype}{shape} needs {expected}"
         )
     return TensorInfo(name, dtype, tuple(shape), path, data_start + offsets[0], data_start + offsets[1])
+
+
+_U64 = 2**64
+
+
+def _element_count(shape: list[int]) -> int | None:
+    """The product of the dims, or None once it passes 2**64 (as the reference implementation refuses),
+    computed without ever building a huge integer."""
+    count = 1
+    for d in shape:
+        if d >= _U64:
+            return None
+        count *= d
+        if count >= _U64:
+            return None
+    return count
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return "(too large to print)"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a `\ud800` escape
+        return False
+    return True
 
 
 def _is_int(x: Any) -> bool:

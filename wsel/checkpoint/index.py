@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -40,8 +41,11 @@ class CheckpointIndex:
 def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointIndex:
     """Open a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or directory")
+    try:
+        os.stat(path)
+    except OSError as e:  # missing, or a symlink loop (ELOOP), ...
+        problem = "no such file or directory" if e.errno == errno.ENOENT else (e.strerror or str(e))
+        raise CheckpointError(f"{path}: {problem}") from None
     if path.is_dir():
         if (path / INDEX_FILE).is_file():
             return _open_index(path / INDEX_FILE, shown_as=path)
@@ -80,7 +84,7 @@ def _open_index(index_file: Path, shown_as: Path) -> CheckpointIndex:
 
     try:
         doc = json.loads(index_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, huge integers
         raise fail(f"cannot read the index: {e}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
         raise fail('not a sharded index: expected an object with a "weight_map" object')
