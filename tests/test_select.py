@@ -103,3 +103,22 @@ def test_first_n_maps_in_order_and_describes_compactly() -> None:
     assert layer_map.mapping == ((0, 0), (1, 1), (2, 2))
     assert layer_map.describe() == "0-2 → 0-2 of 8"
     assert compact_ranges([5, 0, 1, 2, 7, 8]) == "0-2,5,7-8"
+
+
+@settings(max_examples=300, deadline=None)
+@given(teacher_and_student_sizes())
+def test_exact_linspace_agrees_with_torch_whenever_it_answers(sizes: tuple[int, int]) -> None:
+    # Integer arithmetic answers only when no value is near a .5 tie; then it must equal torch's float32.
+    teacher, student = sizes
+    if student < 2 or teacher % student == 0:
+        return
+    exact = select._rounded_linspace_exact(teacher, student)
+    if exact is not None:
+        assert exact.tolist() == torch.round(torch.linspace(0, teacher - 1, student)).long().tolist()
+
+
+def test_exact_linspace_answers_common_sizes_without_torch() -> None:
+    # 384 → 100 (a ViT width) is far from every tie: no torch import is needed for it.
+    exact = select._rounded_linspace_exact(384, 100)
+    assert exact is not None
+    assert exact.tolist() == torch.round(torch.linspace(0, 383, 100)).long().tolist()

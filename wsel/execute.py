@@ -23,7 +23,7 @@ from wsel.checkpoint.output import (
     write_index,
 )
 from wsel.checkpoint.publish import publish, recover, staging_folder
-from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
+from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader
 from wsel.checkpoint.writer import PARTIAL_SUFFIX, OutputTensor, SafetensorsWriter
 from wsel.errors import OutputError, PlanError
 from wsel.plan import Plan
@@ -145,7 +145,7 @@ def _write_shards(
                 for tensor in shard.tensors:
                     tp = by_name[tensor.name]
                     assert tp.source is not None
-                    chunks: Iterable[bytes] = reader.iter_selected(tp.source, tp.selections)
+                    chunks: Iterable[Chunk] = reader.iter_selected(tp.source, tp.selections)
                     if tp.dtype != tp.source.dtype or tp.scale is not None:
                         chunks = transform_chunks(chunks, tp.source.dtype, tp.dtype, tp.scale)
                     writer.write(tensor.name, _reported(chunks, on_progress))
@@ -168,14 +168,14 @@ def write_companions(plan: Plan, folder: Path, shown_in: Path) -> None:
         write_atomically(folder / source.name, source.read_bytes(), shown_in / source.name)
 
 
-def _reported(chunks: Iterable[bytes], on_progress: ProgressCallback | None) -> Iterator[bytes]:
+def _reported(chunks: Iterable[Chunk], on_progress: ProgressCallback | None) -> Iterator[Chunk]:
     for chunk in chunks:
         yield chunk
         if on_progress is not None:
             on_progress(len(chunk))
 
 
-def transform_chunks(chunks: Iterable[bytes], source: str, target: str, scale: float | None) -> Iterator[bytes]:
+def transform_chunks(chunks: Iterable[Chunk], source: str, target: str, scale: float | None) -> Iterator[Chunk]:
     """Change element values, only when the user asked: cast (--dtype) and/or multiply (--rescale).
 
     Scaling is computed by torch in float32 (float64 for F64 tensors), then rounded to `target`.

@@ -84,9 +84,9 @@ def from_indices(teacher_size: int, indices: Any, origin: str = "indices") -> Se
 def uniform(teacher_size: int, student_size: int) -> Selection:
     """The paper's element selection for one dimension (Xu et al. 2024, `uniform_element_selection`).
 
-    T % S == 0 → arange(S) * (T // S); otherwise round(linspace(0, T - 1, S)).
-    The linspace branch is computed by torch itself in float32, exactly as the paper's code does,
-    because float32 rounding decides some indices and no other formula reproduces it bit for bit.
+    T % S == 0 → arange(S) * (T // S); otherwise round(linspace(0, T - 1, S)) as torch computes it:
+    in float32, where rounding near a .5 tie depends on float32 error, so exact integer arithmetic
+    answers only when every value is safely far from a tie, and torch itself decides otherwise.
     """
     if not 0 <= student_size <= teacher_size:
         raise ValueError(f"student size {student_size} outside 0..{teacher_size}")
@@ -94,7 +94,20 @@ def uniform(teacher_size: int, student_size: int) -> Selection:
         return Selection(teacher_size, 0, 1, 0)
     if teacher_size % student_size == 0:
         return Selection(teacher_size, 0, teacher_size // student_size, student_size)
-    import torch  # deferred: only this branch needs it, and importing torch costs over a second
+    kept = _rounded_linspace_exact(teacher_size, student_size)
+    if kept is None:
+        import torch  # deferred: importing torch costs over a second, and only near-ties need it
 
-    kept = torch.round(torch.linspace(0, teacher_size - 1, student_size)).long().tolist()
+        kept = torch.round(torch.linspace(0, teacher_size - 1, student_size)).long().numpy()
     return from_indices(teacher_size, kept, origin="linspace")
+
+
+def _rounded_linspace_exact(teacher_size: int, student_size: int) -> np.ndarray | None:
+    """round(i * (T-1) / (S-1)) by integer arithmetic, or None when some value lies so close to a .5 tie
+    that float32 error (at most a few ulps of T, bounded here by T / 2**20) could round it either way."""
+    steps = np.arange(student_size, dtype=np.int64) * (teacher_size - 1)  # value i = steps[i] / (S - 1)
+    whole, rest = np.divmod(steps, student_size - 1)
+    distance_to_tie = np.abs(2 * rest - (student_size - 1)) / (2 * (student_size - 1))  # |frac - 0.5|
+    if distance_to_tie.min() <= teacher_size / 2**20:
+        return None
+    return whole + (2 * rest > student_size - 1)

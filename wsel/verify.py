@@ -11,7 +11,7 @@ import numpy as np
 from wsel import provenance
 from wsel.axes import compose
 from wsel.checkpoint.index import CheckpointIndex
-from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
+from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader
 from wsel.errors import CheckpointError
 from wsel.execute import transform_chunks
 
@@ -69,7 +69,7 @@ def _check(
         return f"cannot rebuild its selection: {e}"
     if tuple(s.size for s in selections) != mine.shape:
         return f"shape {list(mine.shape)} differs from the recorded selection's {[s.size for s in selections]}"
-    expected: Iterable[bytes] = reader.iter_selected(source, selections)
+    expected: Iterable[Chunk] = reader.iter_selected(source, selections)
     if mine.dtype != source.dtype or entry.get("scale"):
         expected = transform_chunks(expected, source.dtype, mine.dtype, entry.get("scale"))
     actual = _chunks(reader, mine.file, mine.start, mine.end, reader.block_bytes)
@@ -82,7 +82,7 @@ def _chunks(reader: TensorReader, file: Path, start: int, end: int, size: int) -
         yield reader.read(file, offset, min(size, end - offset))
 
 
-def _first_difference(expected: Iterable[bytes], actual: Iterable[bytes]) -> int | None:
+def _first_difference(expected: Iterable[Chunk], actual: Iterable[Chunk]) -> int | None:
     """The first byte offset where two chunked byte streams differ (or one ends early), else None."""
     position = 0
     pending = memoryview(b"")  # bytes of `actual` not yet compared

@@ -94,7 +94,7 @@ class SafetensorsWriter:
         if self._state not in (_State.FINISHED, _State.COMMITTED):
             self._fail()
 
-    def write(self, name: str, chunks: Iterable[bytes]) -> int:
+    def write(self, name: str, chunks: Iterable[bytes | memoryview]) -> int:
         """Write the next tensor's bytes; it must be the next one in header order and exactly its size."""
         self._expect(_State.DATA)
         if self._next >= len(self.tensors):
@@ -119,7 +119,7 @@ class SafetensorsWriter:
         self._next += 1
         return written
 
-    def _write(self, chunk: bytes) -> None:
+    def _write(self, chunk: bytes | memoryview) -> None:
         assert self._file is not None
         try:
             self._file.write(chunk)
