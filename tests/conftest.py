@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -42,6 +46,41 @@ def save_sharded(folder: Path, tensors: dict[str, torch.Tensor], shards: int) ->
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
     )
     return folder
+
+
+def raw(header: dict | str | bytes, data: bytes = b"", *, length: int | None = None) -> bytes:
+    """A safetensors file built by hand: 8-byte little-endian length, header bytes, data buffer."""
+    if isinstance(header, dict):
+        header = json.dumps(header)
+    if isinstance(header, str):
+        header = header.encode("utf-8")
+    return struct.pack("<Q", len(header) if length is None else length) + header + data
+
+
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class FullDisk:
+    """A file object that accepts `room` bytes, then fails every write with ENOSPC."""
+
+    def __init__(self, file: Any, room: int) -> None:
+        self._file = file
+        self.room = room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            raise ENOSPC
+        self.room -= len(data)
+        return self._file.write(data)
+
+    def __enter__(self) -> FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
 
 
 def write_manifest(path: Path, shapes: dict[str, Sequence[int]]) -> Path:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import random_state, run_cli, save, write_manifest
+from conftest import FullDisk, random_state, run_cli, save, write_manifest
 
 import wsel.checkpoint.output as output_module
 
@@ -130,15 +130,16 @@ elif mode in ("before-rename", "after-rename"):  # around the n-th rename of any
             return result
 
         setattr(os, fname, renamed)
-elif mode == "read":  # inside the n-th read of teacher bytes
-    real_read = TensorReader.read
+elif mode == "read":  # inside the n-th read of teacher bytes (whole tensors or selected row blocks)
+    for method in ("read", "_read_into"):
+        real_read = getattr(TensorReader, method)
 
-    def read(self, *a, **k):
-        if reached():
-            wait_here()
-        return real_read(self, *a, **k)
+        def read(self, *a, _real=real_read, **k):
+            if reached():
+                wait_here()
+            return _real(self, *a, **k)
 
-    TensorReader.read = read
+        setattr(TensorReader, method, read)
 else:
     raise SystemExit(f"unknown mode {mode}")
 
@@ -418,29 +419,6 @@ def test_ctrl_c_exits_130_and_cleans_up(setup: Setup, mode: str, n: int, layout:
 
 
 # ------------------------------------------------------------------------------ full disk (ENOSPC)
-
-
-class FullDisk:
-    """A file object that accepts `room` bytes, then fails every write with ENOSPC."""
-
-    def __init__(self, file: Any, room: int) -> None:
-        self._file = file
-        self.room = room
-
-    def write(self, data: bytes) -> int:
-        if len(data) > self.room:
-            raise ENOSPC
-        self.room -= len(data)
-        return self._file.write(data)
-
-    def __enter__(self) -> FullDisk:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._file, name)
 
 
 def fill_disk(monkeypatch: pytest.MonkeyPatch, folder: Path, room: int, name_contains: str = "") -> None:

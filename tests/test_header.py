@@ -8,21 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import raw
 from safetensors.torch import save_file
 
 from wsel.checkpoint.header import MAX_HEADER_BYTES, read_header
 from wsel.errors import CheckpointError
 
 DIRECTORY = object()  # table marker: create a directory where the file should be
-
-
-def raw(header: dict | str | bytes, data: bytes = b"", *, length: int | None = None) -> bytes:
-    """A safetensors file built by hand: 8-byte little-endian length, header bytes, data buffer."""
-    if isinstance(header, dict):
-        header = json.dumps(header)
-    if isinstance(header, str):
-        header = header.encode("utf-8")
-    return struct.pack("<Q", len(header) if length is None else length) + header + data
 
 
 def entry(dtype: object = "F32", shape: object = (1,), offsets: object = (0, 4), **extra: object) -> dict:

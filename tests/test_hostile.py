@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_state, run_cli, save, save_sharded
+from conftest import random_state, raw, run_cli, save, save_sharded
 from safetensors.torch import save_file
 
 from wsel.checkpoint.dtypes import byte_length
@@ -48,15 +48,6 @@ QUICK_SECONDS = float(os.environ.get("WSEL_QUICK_SECONDS", "20"))
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def raw(header: dict | str | bytes, data: bytes = b"", *, length: int | None = None) -> bytes:
-    """A safetensors file built by hand: 8-byte little-endian length, header bytes, data buffer."""
-    if isinstance(header, dict):
-        header = json.dumps(header)
-    if isinstance(header, str):
-        header = header.encode("utf-8")
-    return struct.pack("<Q", len(header) if length is None else length) + header + data
 
 
 def entry(dtype: object = "F32", shape: object = (4,), offsets: object = (0, 16)) -> dict:

@@ -8,9 +8,9 @@ import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from conftest import FullDisk
 
 import wsel.checkpoint.writer as writer_module
 from wsel.checkpoint.header import read_header
@@ -253,23 +253,6 @@ def test_fsync_failure_is_an_output_error(
             w.finish()
     assert str(exc.value) == f"{target}: cannot write: No space left on device"
     assert_nothing_left(target, existing)
-
-
-class FullDisk:
-    """A file object that accepts `room` bytes, then fails every write with ENOSPC."""
-
-    def __init__(self, file: Any, room: int) -> None:
-        self._file = file
-        self.room = room
-
-    def write(self, data: bytes) -> int:
-        if len(data) > self.room:
-            raise ENOSPC
-        self.room -= len(data)
-        return self._file.write(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._file, name)
 
 
 def disk_with_room(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
