@@ -24,7 +24,7 @@ demo: $(STAMP)
 		--set num_hidden_layers=3 --set hidden_size=192 --set intermediate_size=768 --set num_attention_heads=6
 	HF_HUB_OFFLINE=1 $(PY) examples/embed.py demo-out
 
-# Weight selection vs random init on the real all-MiniLM-L6-v2 (CPU, about 10 minutes):
+# Weight selection vs random init on the real all-MiniLM-L6-v2 (about 8 minutes on 2 CPU cores):
 # writes examples/minilm/results/curves.png, results.md and results.json.
 experiment: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) examples/minilm/experiment.py
