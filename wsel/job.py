@@ -76,7 +76,7 @@ def _prepare(
         )
     arch = arch_data.for_model_type(str(t_type))
     if arch is None:
-        return build_config_plan(teacher, t_config, student, options, str(teacher_config_path), scores)
+        return build_config_plan(teacher, t_config, student, options, scores)
     return build_arch_plan(teacher, arch, t_config, student, options, str(teacher_config_path), scores)
 
 

@@ -25,7 +25,6 @@ def build_config_plan(
     teacher_config: dict[str, Any],
     student: StudentSpec,
     options: PlanOptions,
-    where: str,
     scores: dict[str, np.ndarray] | None = None,
 ) -> Plan:
     assert student.config is not None

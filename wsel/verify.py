@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +13,7 @@ from wsel.checkpoint.index import CheckpointIndex
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader
 from wsel.errors import CheckpointError
 from wsel.execute import transform_chunks
+from wsel.select import identity
 
 
 @dataclass
@@ -72,14 +72,9 @@ def _check(
     expected: Iterable[Chunk] = reader.iter_selected(source, selections)
     if mine.dtype != source.dtype or entry.get("scale"):
         expected = transform_chunks(expected, source.dtype, mine.dtype, entry.get("scale"))
-    actual = _chunks(reader, mine.file, mine.start, mine.end, reader.block_bytes)
+    actual = reader.iter_selected(mine, [identity(d) for d in mine.shape])  # the student's bytes, streamed
     offset = _first_difference(expected, actual)
     return None if offset is None else f"differs from its selection of {entry['teacher']!r} at byte {offset}"
-
-
-def _chunks(reader: TensorReader, file: Path, start: int, end: int, size: int) -> Iterator[bytes]:
-    for offset in range(start, end, size):
-        yield reader.read(file, offset, min(size, end - offset))
 
 
 def _first_difference(expected: Iterable[Chunk], actual: Iterable[Chunk]) -> int | None:

@@ -72,21 +72,9 @@ class TensorReader:
         return self._buffer[:length]
 
     def read(self, file: Path, offset: int, length: int) -> bytes:
-        """Exactly `length` bytes at `offset`; a short read means the file changed under us."""
-        fd = self._fd(file)
-        parts = []
-        done = 0
-        while done < length:
-            try:
-                chunk = os.pread(fd, length - done, offset + done)
-            except OSError as e:
-                raise CheckpointError(f"{file}: cannot read at byte {offset + done}: {e.strerror or e}") from None
-            if not chunk:
-                raise CheckpointError(f"{file}: ended at byte {offset + done} while reading; was it truncated?")
-            parts.append(chunk)
-            done += len(chunk)
-        self.bytes_read += length
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        """Exactly `length` bytes at `offset`, as the caller's own copy; a short read means the file
+        changed under us."""
+        return self._read_into(file, offset, length).tobytes()
 
     def iter_selected(self, info: TensorInfo, selections: Sequence[Selection]) -> Iterator[Chunk]:
         """The selected sub-tensor of `info`, as C-order byte chunks of at most about one block."""
