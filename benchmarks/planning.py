@@ -8,15 +8,14 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsel.checkpoint.dtypes import element_size
-from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, MIN_SKIP_ROW_BYTES
+from wsel.checkpoint.header import TensorInfo
+from wsel.checkpoint.reader import read_ranges
 from wsel.checkpoint.writer import OutputTensor, encode_header
 from wsel.job import prepare
 from wsel.plan import Plan, PlanOptions
@@ -40,9 +39,9 @@ def needs(teacher: Path, sets: Sequence[str], attention: str = "flat") -> Needs:
     span = 0
     for t in plan.written:
         assert t.source is not None
-        parts = tensor_ranges(t.source, t.selections)
+        parts = [(offset, offset + length) for offset, length in read_ranges(t.source, t.selections)]
         ranges += [(str(t.source.file), a, b) for a, b in parts]
-        span += parts[-1][1] - parts[0][0] if parts else 0
+        span += _span(t.source, t.selections) if parts else 0
     reads = _merge(ranges)
     # The header without wsel's provenance metadata (a few KB at most): close enough for the floor.
     header = encode_header([OutputTensor(t.name, t.dtype, t.shape) for t in plan.written], {"format": "pt"})
@@ -50,40 +49,13 @@ def needs(teacher: Path, sets: Sequence[str], attention: str = "flat") -> Needs:
     return Needs(plan, tensors, reads, sum(n for _, _, n in reads), span, write_bytes)
 
 
-def tensor_ranges(info: object, sels: Sequence[Selection]) -> list[tuple[int, int]]:
-    """[start, end) file ranges of one teacher tensor that the selection needs.
-
-    Rows (index sets along dim 0) of at least MIN_SKIP_ROW_BYTES are needed only when kept; smaller rows are
-    read as one span from the first kept row to the last (skipping them would cost more seeks than bytes).
-    """
-    start, end = info.start, info.end  # type: ignore[attr-defined]
-    if all(s.is_identity for s in sels):
-        return [(start, end)]
-    esize = element_size(info.dtype)  # type: ignore[attr-defined]
-    assert esize is not None
-    if math.prod(s.size for s in sels) == 0:
-        return []
-    return list(_ranges(start, info.shape, esize, sels))  # type: ignore[attr-defined]
-
-
-def _ranges(offset: int, shape: tuple[int, ...], esize: int, sels: Sequence[Selection]) -> Iterator[tuple[int, int]]:
-    row = esize * math.prod(shape[1:])
-    kept = sels[0].indices().tolist()
-    if row > DEFAULT_BLOCK_BYTES and len(shape) > 1:  # a row larger than a block: only the kept part of each
-        for i in kept:
-            yield from _ranges(offset + i * row, shape[1:], esize, sels[1:])
-        return
-    if row < MIN_SKIP_ROW_BYTES:
-        yield offset + kept[0] * row, offset + (kept[-1] + 1) * row
-        return
-    first = prev = kept[0]
-    for i in kept[1:] + [None]:
-        if i is None or i != prev + 1:
-            yield offset + first * row, offset + (prev + 1) * row
-            if i is not None:
-                first = i
-        if i is not None:
-            prev = i
+def _span(info: TensorInfo, sels: Sequence[Selection]) -> int:
+    """Bytes from the first kept row to the last: what reading the tensor without skipping rows would take."""
+    if not info.shape:
+        return info.nbytes
+    kept = sels[0].indices()
+    row = info.nbytes // info.shape[0]
+    return (int(kept[-1]) - int(kept[0]) + 1) * row
 
 
 def _merge(ranges: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.text import Text
 
 from wsel import __version__
 from wsel.checkpoint.dtypes import CAST_TARGETS
@@ -187,7 +186,7 @@ def init(
     from wsel import execute, report
 
     console = make_console(quiet)
-    with _errors_exit(console):
+    with _errors_exit():
         options = replace(student.options, dtype=CAST_TARGETS[dtype] if dtype else None)
         plan = prepare(teacher, student.config, options, student.sets, student.teacher_config)
         if report_file is not None:
@@ -211,7 +210,7 @@ def inspect(teacher: Path, student: StudentArgs, quiet: bool, as_json: bool, rep
     from wsel import report
 
     console = make_console(quiet)
-    with _errors_exit(console):
+    with _errors_exit():
         if student.config is None and not student.sets:
             doc = report.teacher_report(open_checkpoint(teacher))
             _emit(console, doc, as_json, report_file, report.render_teacher, report.markdown_teacher)
@@ -235,7 +234,7 @@ def verify(teacher: Path, student: Path, as_json: bool, quiet: bool) -> None:
     from wsel.verify import verify as run_verify
 
     console = make_console(quiet)
-    with _errors_exit(console):
+    with _errors_exit():
         result = run_verify(open_checkpoint(teacher), open_checkpoint(student))
     doc = {
         "schema": 1,
@@ -250,7 +249,8 @@ def verify(teacher: Path, student: Path, as_json: bool, quiet: bool) -> None:
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     if result.ok:
-        console.print(Text(f"{student}: all {result.checked} tensors equal their selection of the teacher"))
+        if console is not None:
+            console.print(f"{student}: all {result.checked} tensors equal their selection of the teacher", markup=False)
         return
     shown = "; ".join(result.mismatches[:3]) + (
         f"; and {len(result.mismatches) - 3} more" if len(result.mismatches) > 3 else ""
@@ -265,7 +265,7 @@ def _emit(console: Any, doc: dict[str, Any], as_json: bool, report_file: Path | 
         _save_report(doc, report_file, md)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
-    else:
+    elif console is not None:
         render(console, doc)
 
 
@@ -287,9 +287,6 @@ def _check_writable(path: Path) -> None:
 
 class _errors_exit:
     """Turn a WselError into its one-line message on stderr and exit code; let others propagate."""
-
-    def __init__(self, console: Any) -> None:
-        self.console = console
 
     def __enter__(self) -> None:
         return None

@@ -23,7 +23,7 @@ from wsel.checkpoint.output import (
     write_index,
 )
 from wsel.checkpoint.publish import publish, recover, staging_folder
-from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader
+from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader, read_ranges
 from wsel.checkpoint.writer import PARTIAL_SUFFIX, OutputTensor, SafetensorsWriter
 from wsel.errors import OutputError, PlanError
 from wsel.plan import Plan
@@ -138,6 +138,13 @@ def _write_shards(
     by_name = {t.name: t for t in plan.written}
     shard_metadata = metadata(plan)
     with TensorReader(block_bytes) as reader:
+        order = [by_name[t.name] for shard in out.shards for t in shard.tensors]
+        reader.expect(
+            (tp.source.file, offset, length)
+            for tp in order
+            if tp.source is not None
+            for offset, length in read_ranges(tp.source, tp.selections, block_bytes)
+        )
         for shard in out.shards:
             writer = SafetensorsWriter(folder / shard.path.name, list(shard.tensors), shard_metadata, shard.path)
             writers.append(writer)

@@ -5,11 +5,7 @@ Keys of the dict are documented in README.md ("JSON report") and only ever added
 
 from __future__ import annotations
 
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from wsel import __version__, provenance
 from wsel.checkpoint.index import CheckpointIndex
@@ -17,6 +13,9 @@ from wsel.execute import Stats
 from wsel.layers import compact_ranges, find_layer
 from wsel.plan import EXCLUDE, Plan, TensorPlan
 from wsel.select import Selection
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 SCHEMA_VERSION = 1
 COLUMNS = ("student tensor", "teacher tensor", "shape (teacher → student)", "selection per dim", "action")
@@ -220,6 +219,9 @@ def human_count(n: int) -> str:
 
 def render(console: Console, report: dict[str, Any]) -> None:
     """The human report on stderr. User-supplied names are Text, never markup."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=Text(f"wsel {report['command']}: {report['teacher']['path']} → {report['student']['config']}"))
     for column in COLUMNS:
         table.add_column(column, overflow="fold")
@@ -258,6 +260,9 @@ def summary_line(report: dict[str, Any]) -> str:
 
 
 def render_teacher(console: Console, report: dict[str, Any]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     teacher = report["teacher"]
     table = Table(title=Text(f"{teacher['path']}: {len(teacher['files'])} file(s)"))
     for column in ("tensor", "shape", "dtype", "bytes", "file"):
