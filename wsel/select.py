@@ -84,9 +84,8 @@ def from_indices(teacher_size: int, indices: Any, origin: str = "indices") -> Se
 def uniform(teacher_size: int, student_size: int) -> Selection:
     """The paper's element selection for one dimension (Xu et al. 2024, `uniform_element_selection`).
 
-    T % S == 0 → arange(S) * (T // S); otherwise round(linspace(0, T - 1, S)) as torch computes it:
-    in float32, where rounding near a .5 tie depends on float32 error, so exact integer arithmetic
-    answers only when every value is safely far from a tie, and torch itself decides otherwise.
+    T % S == 0 → arange(S) * (T // S); otherwise round(linspace(0, T - 1, S)) in float32, computed
+    exactly as torch computes it (see `_torch_linspace_rounded`), without importing torch.
     """
     if not 0 <= student_size <= teacher_size:
         raise ValueError(f"student size {student_size} outside 0..{teacher_size}")
@@ -94,20 +93,23 @@ def uniform(teacher_size: int, student_size: int) -> Selection:
         return Selection(teacher_size, 0, 1, 0)
     if teacher_size % student_size == 0:
         return Selection(teacher_size, 0, teacher_size // student_size, student_size)
-    kept = _rounded_linspace_exact(teacher_size, student_size)
-    if kept is None:
-        import torch  # deferred: importing torch costs over a second, and only near-ties need it
-
-        kept = torch.round(torch.linspace(0, teacher_size - 1, student_size)).long().numpy()
-    return from_indices(teacher_size, kept, origin="linspace")
+    return from_indices(teacher_size, _torch_linspace_rounded(teacher_size, student_size), origin="linspace")
 
 
-def _rounded_linspace_exact(teacher_size: int, student_size: int) -> np.ndarray | None:
-    """round(i * (T-1) / (S-1)) by integer arithmetic, or None when some value lies so close to a .5 tie
-    that float32 error (at most a few ulps of T, bounded here by T / 2**20) could round it either way."""
-    steps = np.arange(student_size, dtype=np.int64) * (teacher_size - 1)  # value i = steps[i] / (S - 1)
-    whole, rest = np.divmod(steps, student_size - 1)
-    distance_to_tie = np.abs(2 * rest - (student_size - 1)) / (2 * (student_size - 1))  # |frac - 0.5|
-    if distance_to_tie.min() <= teacher_size / 2**20:
-        return None
-    return whole + (2 * rest > student_size - 1)
+def _torch_linspace_rounded(teacher_size: int, student_size: int) -> np.ndarray:
+    """`torch.round(torch.linspace(0, T - 1, S)).long()`, bit for bit, as torch's CPU kernel computes it on
+    x86-64 with AVX2 or AVX-512 (its default dispatch on any such CPU).
+
+    The kernel takes step = float32(T - 1) / (S - 1) in float32, then value i = start + step * i for the
+    lower half and end - step * (S - 1 - i) for the upper half, each one fused (a single rounding to
+    float32); round() breaks ties to even. Values close to a .5 tie land on either side depending on that
+    float32 error, so exact arithmetic would not do. (torch's non-vectorized build, ATEN_CPU_CAPABILITY=
+    default, rounds the product first and disagrees on some sizes: tests/test_select.py shows both.)
+    Integers here are far below 2**53, so the float64 products and differences are exact.
+    """
+    end = np.float32(teacher_size - 1)
+    step = np.float64(end / np.float32(student_size - 1))  # float32 division, then widened exactly
+    index = np.arange(student_size, dtype=np.float64)
+    upper = index >= student_size // 2
+    values = np.where(upper, np.float64(end) - step * (student_size - 1 - index), step * index)  # exact
+    return np.rint(values.astype(np.float32)).astype(np.int64)  # one rounding to float32, ties to even
