@@ -6,8 +6,11 @@ from __future__ import annotations
 import builtins
 import errno
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FullDisk
@@ -311,4 +314,113 @@ def test_read_error_from_the_chunk_iterator_is_not_blamed_on_the_output(target: 
             w.write("a", failing_read())
     assert exc.value.errno == errno.EIO
     assert exc.value.filename == "/teacher/model.safetensors"
+    assert_nothing_left(target)
+
+
+# --- the write thread ---------------------------------------------------------------------------------
+
+BIG = [OutputTensor("w", "U8", (64 * 1024,))]
+
+
+class SlowFile:
+    """A file whose write() blocks until released: how far the caller gets shows how much is queued."""
+
+    def __init__(self, file: Any, release: threading.Event, fail: BaseException | None = None) -> None:
+        self._file, self.release, self.fail, self.calls = file, release, fail, 0
+
+    def write(self, data: bytes) -> int:
+        self.calls += 1
+        if self.calls > 1:  # the header goes through at once, from the caller's thread
+            self.release.wait(timeout=10)
+            if self.fail is not None:
+                raise self.fail
+        return self._file.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def slow_disk(monkeypatch: pytest.MonkeyPatch, fail: BaseException | None = None) -> threading.Event:
+    release = threading.Event()
+    monkeypatch.setattr(
+        writer_module, "open", lambda *a, **k: SlowFile(builtins.open(*a, **k), release, fail), raising=False
+    )
+    return release
+
+
+def test_chunks_wait_in_a_bounded_queue_while_the_disk_is_busy(target: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = slow_disk(monkeypatch)
+    produced: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(16):
+            produced.append(i)
+            yield bytes([i]) * 4096
+
+    done = threading.Event()
+
+    def produce() -> None:
+        with SafetensorsWriter(target, BIG, {}) as w:
+            w.write("w", chunks())
+            w.finish()
+        w.commit()
+        done.set()
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    # One chunk in the (blocked) write, DEPTH in the queue, one waiting to be queued: the rest not produced yet.
+    expected = 1 + writer_module._WriteThread.DEPTH + 1
+    deadline = time.monotonic() + 5
+    while len(produced) < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # and no further
+    assert len(produced) == expected
+    release.set()
+    thread.join(timeout=10)
+    assert done.is_set()
+    data = target.read_bytes()
+    assert data[-64 * 1024 :] == b"".join(bytes([i]) * 4096 for i in range(16))
+
+
+@pytest.mark.parametrize("error", [ENOSPC, ValueError("write to a closed file")], ids=["ENOSPC", "other"])
+def test_an_error_of_the_write_thread_reaches_the_caller(
+    target: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    slow_disk(monkeypatch, fail=error).set()
+    threads = threading.active_count()
+    with pytest.raises((OutputError, ValueError)) as exc:
+        with SafetensorsWriter(target, BIG, {}) as w:
+            w.write("w", (b"\0" * 4096 for _ in range(16)))
+            w.finish()
+    expected = f"{target}: cannot write: {os.strerror(errno.ENOSPC)}" if error is ENOSPC else str(error)
+    assert str(exc.value) == expected
+    assert threading.active_count() == threads  # the write thread ended
+    assert_nothing_left(target)
+
+
+def test_interrupted_while_chunks_are_queued(target: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ctrl-C while the disk is busy with chunk 0 and chunks 1-3 wait: they are dropped, not written, the
+    # thread ends, and nothing is left.
+    release = threading.Event()
+    files: list[SlowFile] = []
+
+    def slow_open(*a: Any, **k: Any) -> SlowFile:
+        files.append(SlowFile(builtins.open(*a, **k), release))
+        return files[-1]
+
+    monkeypatch.setattr(writer_module, "open", slow_open, raising=False)
+    threads = threading.active_count()
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(4):
+            yield b"\0" * 4096
+        threading.Timer(0.2, release.set).start()  # the disk frees up while we are being interrupted
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with SafetensorsWriter(target, BIG, {}) as w:
+            w.write("w", chunks())
+    assert release.is_set()  # the writer waited for the write in progress before removing the file
+    assert files[0].calls == 2  # the header and chunk 0; the queued chunks were dropped
+    assert threading.active_count() == threads
     assert_nothing_left(target)

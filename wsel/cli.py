@@ -250,7 +250,8 @@ def verify(teacher: Path, student: Path, as_json: bool, quiet: bool) -> None:
         click.echo(json.dumps(doc, indent=2))
     if result.ok:
         if console is not None:
-            console.print(f"{student}: all {result.checked} tensors equal their selection of the teacher", markup=False)
+            message = f"{student}: all {result.checked} tensors equal their selection of the teacher"
+            console.print(message, markup=False, emoji=False)  # a path is text, never markup
         return
     shown = "; ".join(result.mismatches[:3]) + (
         f"; and {len(result.mismatches) - 3} more" if len(result.mismatches) > 3 else ""

@@ -150,6 +150,7 @@ def read_ranges(
 
 
 def _blocks(info: TensorInfo, selections: Sequence[Selection], block_bytes: int) -> Iterator[_Block]:
+    """The blocks that read the selected part of `info`, in order (the order of its C-order bytes)."""
     if all(s.is_identity for s in selections):
         for offset in range(info.start, info.end, block_bytes):
             yield _Block([(offset, min(block_bytes, info.end - offset))], None)

