@@ -49,10 +49,10 @@ fmt: $(STAMP)
 
 # Speed and memory against the load-everything baseline and the I/O floor (benchmarks/README.md).
 # The full run generates Llama teachers of 2.3, 4.3 and 16 GB in $(BENCH_DATA) (about 23 GB of disk;
-# the 16 GB one is removed afterwards) and takes about an hour on 2 cores.
+# the 16 GB one is removed afterwards) and takes about 40 minutes on 2 cores (7 runs of each: cloud disks vary from run to run).
 BENCH_DATA ?= benchmarks/out/data
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py --data-dir $(BENCH_DATA) --runs 5 \
+	$(PY) benchmarks/bench.py --data-dir $(BENCH_DATA) --runs 7 \
 		--json benchmarks/results/latest.json --markdown benchmarks/results/latest.md
 
 # Tiny teachers, one run, asserts bit-equality with the baseline and the memory bound (tests/test_bench_quick.py).
