@@ -40,7 +40,7 @@ TOOLS = ("wsel", "baseline", "floor", "wsel-structured")
 QUICK_TOOLS = ("wsel", "baseline", "floor")
 FULL_SIZES = ("2gb", "2gb-deep", "16gb")
 QUICK_SIZES = ("tiny", "tiny-deep")
-DEPTH_PAIRS = (("2gb", "2gb-deep"), ("tiny", "tiny-deep"))  # same student, the second teacher twice as deep
+DEPTH_PAIRS = (("2gb", "2gb-deep"),)  # same student, the second teacher twice as deep
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -303,8 +303,6 @@ def targets(results: dict[str, Any], reference: dict[str, Any], depth: dict[str,
         add("wsel peak RSS flat from 2gb to 16gb", b - a <= 128 * MIB, f"{a / MIB:.0f} MiB -> {b / MIB:.0f} MiB")
     for pair, walls in depth.items():
         small, deep = pair.split("/")
-        if results.get(small, {}).get("teacher", {}).get("bytes", 0) < SPEED_TARGET_BYTES:
-            continue  # tiny teachers: start-up only
         for cache, by_size in walls.items():
             a, b = statistics.median(by_size[small]), statistics.median(by_size[deep])
             add(

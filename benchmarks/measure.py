@@ -28,30 +28,26 @@ STATUS_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
 IO_KEYS = ("rchar", "wchar", "read_bytes", "write_bytes")
 
 
-def _status(pid: int) -> dict[str, int]:
+def _proc_fields(pid: int, name: str, keys: Sequence[str], unit: int) -> dict[str, int]:
+    """`key: value` lines of /proc/PID/NAME for `keys`, values times `unit`; empty once the process is gone."""
     out = {}
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
                 key, _, rest = line.partition(":")
-                if key in STATUS_KEYS:
-                    out[key] = int(rest.split()[0]) * 1024  # kB
-    except (FileNotFoundError, ProcessLookupError, ValueError):
-        pass
-    return out
-
-
-def _io(pid: int) -> dict[str, int]:
-    out = {}
-    try:
-        with open(f"/proc/{pid}/io") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in IO_KEYS:
-                    out[key] = int(rest)
+                if key in keys:
+                    out[key] = int(rest.split()[0]) * unit
     except (FileNotFoundError, ProcessLookupError, PermissionError, ValueError):
         pass
     return out
+
+
+def _status(pid: int) -> dict[str, int]:
+    return _proc_fields(pid, "status", STATUS_KEYS, 1024)  # kB
+
+
+def _io(pid: int) -> dict[str, int]:
+    return _proc_fields(pid, "io", IO_KEYS, 1)
 
 
 def run(argv: Sequence[str], log: Path, interval: float = 0.01, env: dict[str, str] | None = None) -> dict[str, Any]:
