@@ -160,7 +160,11 @@ LLAMA_ODD = ("--set", "num_hidden_layers=3", "--set", "hidden_size=40", "--set",
 
 
 def cases() -> dict[str, Case]:
-    llama = hf_teacher("llama")
+    llama, vit, convnext = hf_teacher("llama"), timm_teacher("vit"), timm_teacher("convnext")
+    vit_ti, vit_odd = timm_student("vit", "VIT_TI"), timm_student("vit", "VIT_ODD")
+    convnext_f, convnext_odd = timm_student("convnext", "CONVNEXT_F"), timm_student("convnext", "CONVNEXT_ODD")
+    one_file = "s.safetensors"
+    tinyformer_small = ("--set", "hidden_size=12", "--set", "ffn_size=20", "--set", "num_hidden_layers=2")
     return {
         **_family_cases(),
         # strategies and options on the architecture path
@@ -177,27 +181,46 @@ def cases() -> dict[str, Case]:
         "llama-odd-sizes": Case(llama, LLAMA_ODD),
         "llama-odd-magnitude": Case(llama, (*LLAMA_ODD, "--elements", "magnitude")),
         "llama-shards-out": Case(llama, (*LLAMA_SETS, "--max-shard-size", "20kB")),
-        "llama-sharded-bf16-teacher": Case(hf_teacher("llama", torch.bfloat16, shards=3), (*LLAMA_SETS, "--dtype", "fp32")),
+        "llama-sharded-bf16-teacher": Case(
+            hf_teacher("llama", torch.bfloat16, shards=3), (*LLAMA_SETS, "--dtype", "fp32")
+        ),
         "gemma2-magnitude": Case(hf_teacher("gemma2"), (*LLAMA_SETS, "--elements", "magnitude", "--rescale")),
         "phi3-random": Case(hf_teacher("phi3"), (*LLAMA_SETS, "--elements", "random")),
-        "gpt2-first-flat": Case(hf_teacher("gpt2"), ("--set", "n_layer=3", "--set", "n_embd=40", "--set", "n_head=5",
-                                                     "--elements", "first", "--attention", "flat")),  # fmt: skip
+        "gpt2-first-flat": Case(
+            hf_teacher("gpt2"),
+            (
+                "--set",
+                "n_layer=3",
+                "--set",
+                "n_embd=40",
+                "--set",
+                "n_head=5",
+                "--elements",
+                "first",
+                "--attention",
+                "flat",
+            ),
+        ),
         # name sets (timm layouts, manifest students)
-        "timm-vit": Case(timm_teacher("vit"), ("--exclude", "head*"), timm_student("vit", "VIT_TI"), "s.safetensors"),
-        "timm-vit-first": Case(timm_teacher("vit"), ("--elements", "first"), timm_student("vit", "VIT_TI"), "s.safetensors"),
-        "timm-vit-odd": Case(timm_teacher("vit"), ("--exclude", "head*"), timm_student("vit", "VIT_ODD"), "s.safetensors"),
-        "timm-vit-flat": Case(timm_teacher("vit"), ("--attention", "flat"), timm_student("vit", "VIT_ODD"), "s.safetensors"),
-        "timm-vit-magnitude": Case(timm_teacher("vit"), ("--elements", "magnitude"), timm_student("vit", "VIT_TI"), "s/"),
-        "timm-convnext": Case(timm_teacher("convnext"), ("--exclude", "head.fc*"), timm_student("convnext", "CONVNEXT_F"), "s.safetensors"),
-        "timm-convnext-odd": Case(timm_teacher("convnext"), ("--layers", "uniform"), timm_student("convnext", "CONVNEXT_ODD"), "s.safetensors"),
-        "timm-convnext-random": Case(timm_teacher("convnext"), ("--elements", "random", "--rescale"), timm_student("convnext", "CONVNEXT_F"), "s.safetensors"),
+        "timm-vit": Case(vit, ("--exclude", "head*"), vit_ti, one_file),
+        "timm-vit-first": Case(vit, ("--elements", "first"), vit_ti, one_file),
+        "timm-vit-odd": Case(vit, ("--exclude", "head*"), vit_odd, one_file),
+        "timm-vit-flat": Case(vit, ("--attention", "flat"), vit_odd, one_file),
+        "timm-vit-magnitude": Case(vit, ("--elements", "magnitude"), vit_ti, "s/"),
+        "timm-convnext": Case(convnext, ("--exclude", "head.fc*"), convnext_f, one_file),
+        "timm-convnext-odd": Case(convnext, ("--layers", "uniform"), convnext_odd, one_file),
+        "timm-convnext-random": Case(convnext, ("--elements", "random", "--rescale"), convnext_f, one_file),
         # the generic path
-        "generic-manifest": Case(tiny_teacher, (), tiny_manifest, "s.safetensors"),
-        "generic-manifest-magnitude": Case(tiny_teacher, ("--elements", "magnitude", "--layers", "last"), tiny_manifest, "s.safetensors"),
+        "generic-manifest": Case(tiny_teacher, (), tiny_manifest, one_file),
+        "generic-manifest-magnitude": Case(
+            tiny_teacher, ("--elements", "magnitude", "--layers", "last"), tiny_manifest, one_file
+        ),
         "generic-template": Case(tiny_teacher, ("--dtype", "bf16", "--rescale"), tiny_template, "s/"),
-        "generic-config": Case(tinyformer_teacher, ("--set", "hidden_size=12", "--set", "ffn_size=20", "--set", "num_hidden_layers=2")),
-        "generic-config-first": Case(tinyformer_teacher, ("--set", "hidden_size=10", "--set", "ffn_size=30", "--elements", "first")),
-    }  # fmt: skip
+        "generic-config": Case(tinyformer_teacher, tinyformer_small),
+        "generic-config-first": Case(
+            tinyformer_teacher, ("--set", "hidden_size=10", "--set", "ffn_size=30", "--elements", "first")
+        ),
+    }
 
 
 # --------------------------------------------------------------------------------------------- digests
