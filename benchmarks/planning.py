@@ -14,12 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsel.checkpoint.header import TensorInfo
-from wsel.checkpoint.reader import read_ranges
-from wsel.checkpoint.writer import OutputTensor, encode_header
-from wsel.job import prepare
-from wsel.plan import Plan, PlanOptions
-from wsel.select import Selection
+import wsel
+from wsel import Plan, Selection, TensorInfo
 
 
 @dataclass(frozen=True)
@@ -33,20 +29,24 @@ class Needs:
 
 
 def needs(teacher: Path, sets: Sequence[str], attention: str = "flat") -> Needs:
-    plan = prepare(teacher, None, PlanOptions(attention=attention), tuple(sets))
-    tensors = [{"name": t.name, "teacher": t.source.name, "shape": list(t.shape)} for t in plan.written if t.source]
-    ranges: list[tuple[str, int, int]] = []
-    span = 0
-    for t in plan.written:
-        assert t.source is not None
-        parts = [(offset, offset + length) for offset, length in read_ranges(t.source, t.selections)]
-        ranges += [(str(t.source.file), a, b) for a, b in parts]
-        span += _span(t.source, t.selections) if parts else 0
-    reads = _merge(ranges)
-    # The header without wsel's provenance metadata (a few KB at most): close enough for the floor.
-    header = encode_header([OutputTensor(t.name, t.dtype, t.shape) for t in plan.written], {"format": "pt"})
-    write_bytes = len(header) + sum(t.nbytes for t in plan.written)
+    plan = wsel.build_plan(teacher, sets=tuple(sets), options=wsel.PlanOptions(attention=attention))
+    tensors = [{"name": t.name, "teacher": t.source.name, "shape": list(t.shape)} for t in plan.written]
+    reads = _merge([(str(file), offset, offset + length) for file, offset, length in wsel.read_schedule(plan)])
+    span = sum(_span(t.source, t.selections) for t in plan.written if t.numel)  # empty selections read nothing
+    write_bytes = _header_bytes(plan) + sum(t.nbytes for t in plan.written)
     return Needs(plan, tensors, reads, sum(n for _, _, n in reads), span, write_bytes)
+
+
+def _header_bytes(plan: Plan) -> int:
+    """The size of a safetensors header for the student, without wsel's provenance metadata (a few KB at
+    most): close enough for the floor."""
+    doc: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for t in plan.written:
+        doc[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    body = len(json.dumps(doc, separators=(",", ":")).encode())
+    return 8 + body + (-body % 8)
 
 
 def _span(info: TensorInfo, sels: Sequence[Selection]) -> int:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from wsel import arch
-from wsel.arch import ArchDataError, _load, all_architectures, for_model_type, supported_model_types
-from wsel.errors import SpecError
+from wsel.arch import all_architectures, for_model_type, supported_model_types
+from wsel.arch.families import load_family
+from wsel.errors import ArchDataError, SpecError
 from wsel.hfconfig import apply_sets, evaluate, parse_set, read_sizes
 
-LLAMA = json.loads((arch.DATA_DIR / "llama.json").read_text())
+LLAMA = json.loads((resources.files("wsel.arch") / "llama.json").read_text())
 
 
 def test_every_shipped_file_loads_and_claims_its_model_types() -> None:
@@ -59,7 +60,7 @@ def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
 def test_malformed_data_fails(tmp_path: Path, change: dict[str, Any], problem: str) -> None:
     path = _write(tmp_path, {**LLAMA, **change})
     with pytest.raises(ArchDataError) as exc:
-        _load(path)
+        load_family(path)
     assert str(exc.value).startswith(f"{path}: {problem}")
 
 

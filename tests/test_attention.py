@@ -15,8 +15,8 @@ from conftest import run_cli, save
 from reference import uniform_element_selection
 from safetensors.torch import load_file
 
-from wsel.axes import rope_head_dim
 from wsel.errors import PlanError
+from wsel.selector import rope_head_dim
 
 
 def row_ids(rows: int, cols: int) -> torch.Tensor:

@@ -5,7 +5,7 @@
    the same tensors) or raises CheckpointError naming the file. Never another exception.
 2. Random small teachers (every byte-sized and packed dtype, random shapes, layer-indexed names, one file or
    shards + index, any storage order) and random student manifests (shapes within the teacher's or not, missing
-   tensors, deeper students, exclusions, --dtype) through `wsel.job.prepare` + `wsel.execute.run`: either a
+   tensors, deeper students, exclusions, --dtype) through `wsel.build_plan` + `wsel.write_student`: either a
    WselError, exactly when the student is invalid, or output whose every tensor equals the paper's reference
    selection (tests/reference.py) applied to the teacher's raw elements, in the teacher's storage order.
 
@@ -33,12 +33,10 @@ from hypothesis import strategies as st
 from reference import uniform_element_selection
 from safetensors import safe_open
 
-from wsel import execute
+import wsel
 from wsel.checkpoint.dtypes import DTYPES, byte_length, element_size
 from wsel.checkpoint.header import read_header
 from wsel.errors import CheckpointError, WselError
-from wsel.job import prepare
-from wsel.plan import PlanOptions
 
 EXAMPLES = int(os.environ.get("WSEL_FUZZ_EXAMPLES", "100"))
 LONG_RUN = "WSEL_FUZZ_EXAMPLES" in os.environ
@@ -572,10 +570,10 @@ def test_init_gives_a_clean_error_or_the_reference_selection(scratch: Path, coun
         expected = expectation(case)
         note(f"expected: valid={expected.valid} {expected.why}")
         event("valid student" if expected.valid else f"invalid: {expected.why.split(': ')[-1].split(' ')[0]}")
-        options = PlanOptions(exclude=tuple(case.exclude), dtype=case.dtype)
+        options = wsel.PlanOptions(exclude=tuple(case.exclude), dtype=case.dtype)
         try:
-            plan = prepare(teacher, str(manifest), options)
-            execute.run(plan, target, max_shard_size=case.max_shard_size, folder=case.output == "folder" or None)
+            plan = wsel.build_plan(teacher, manifest, options=options)
+            wsel.write_student(plan, output_arg(target, case), max_shard_size=case.max_shard_size)
         except WselError as e:
             note(f"WselError: {e}")
             assert "\n" not in str(e)
@@ -615,11 +613,16 @@ def test_init_gives_a_clean_error_or_the_reference_selection(scratch: Path, coun
         # (ties between empty tensors at one offset included).
         manifest.write_text(json.dumps({k: list(v) for k, v in reversed(list(case.student.items()))}))
         again = root / ("again.safetensors" if case.output == "file" else "again")
-        plan = prepare(teacher, str(manifest), options)
-        execute.run(plan, again, max_shard_size=case.max_shard_size, folder=case.output == "folder" or None)
+        plan = wsel.build_plan(teacher, manifest, options=options)
+        wsel.write_student(plan, output_arg(again, case), max_shard_size=case.max_shard_size)
         assert file_bytes(again) == file_bytes(target), "output bytes depend on the student's tensor order"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def output_arg(target: Path, case: Case) -> str:
+    """A folder output is named with a trailing slash (then always a folder, even as `out.safetensors/`)."""
+    return f"{target}/" if case.output == "folder" else str(target)
 
 
 def plan_source(plan: Any, name: str) -> str:

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -910,20 +911,19 @@ def test_pickle_message_says_how_to_convert(root: Path) -> None:
 def test_teacher_truncated_after_its_header_was_read(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The header was valid when planned, but the file shrank before its data was read: a clean error that
     names the teacher, no output, no temporary file."""
-    import wsel.job
+    import wsel
 
     teacher = save(root / "teacher.safetensors", {"w": torch.arange(4096, dtype=torch.float32)})
     (root / "student.json").write_text(json.dumps({"w": [2048]}))
     size = teacher.stat().st_size
-    real_prepare = wsel.job.prepare
+    real_build_plan = wsel.build_plan
 
-    def prepare_then_truncate(*args: object, **kwargs: object) -> object:
-        plan = real_prepare(*args, **kwargs)
+    def build_plan_then_truncate(*args: Any, **kwargs: Any) -> Any:
+        plan = real_build_plan(*args, **kwargs)
         os.truncate(teacher, size - 4000)
         return plan
 
-    monkeypatch.setattr(wsel.job, "prepare", prepare_then_truncate)
-    monkeypatch.setattr("wsel.cli.prepare", prepare_then_truncate, raising=False)  # imported by name there
+    monkeypatch.setattr(wsel, "build_plan", build_plan_then_truncate)  # the CLI calls wsel.build_plan
     before = snapshot(root)
     result = run_cli(*init_args(root, teacher, "-q"))
     assert result.exit_code == 1

@@ -13,9 +13,10 @@ from conftest import run_cli, save, write_manifest
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from wsel.axes import DimLabel
 from wsel.errors import PlanError
-from wsel.importance import split_label
-from wsel.strategies import ElementStrategy, layer_indices, top_indices
+from wsel.plan.importance import split_label
+from wsel.strategies import ElementStrategy, layer_indices, parse_layer_strategy, top_indices
 
 
 def test_first_and_uniform_index_sets() -> None:
@@ -56,7 +57,7 @@ def test_split_label_marginalizes_blocks_and_products() -> None:
     # q|k rows of 2 heads x 2 dims, then 1 kv head x 2 dims: scores per row 0..5.
     values = np.arange(6, dtype=float)
     sizes = {"heads[0]": 2, "kv_heads[0]": 1, "head_dim": 2}
-    parts = split_label("heads[0]*head_dim | kv_heads[0]*head_dim", values, sizes)
+    parts = split_label(DimLabel.parse("heads[0]*head_dim | kv_heads[0]*head_dim"), values, sizes)
     assert [(axis, scores.tolist()) for axis, scores in parts] == [
         ("heads[0]", [0 + 1, 2 + 3]),
         ("head_dim", [0 + 2, 1 + 3]),
@@ -77,7 +78,7 @@ def test_split_label_marginalizes_blocks_and_products() -> None:
     ],
 )
 def test_layer_strategies(strategy: str, teacher: int, student: int, kept: list[int]) -> None:
-    assert layer_indices(strategy, teacher, student, "model.layers") == kept
+    assert layer_indices(parse_layer_strategy(strategy), teacher, student, "model.layers") == kept
 
 
 @pytest.mark.parametrize(
@@ -91,7 +92,7 @@ def test_layer_strategies(strategy: str, teacher: int, student: int, kept: list[
 )
 def test_layer_list_errors(strategy: str, message: str) -> None:
     with pytest.raises(PlanError) as exc:
-        layer_indices(strategy, 12, 4, "model.layers")
+        layer_indices(parse_layer_strategy(strategy), 12, 4, "model.layers")
     assert str(exc.value) == message
 
 
@@ -188,12 +189,11 @@ def test_magnitude_keeps_the_heaviest_indices_consistently(tmp_path: Path) -> No
 
 
 def test_magnitude_scores_do_not_depend_on_the_block_size(tmp_path: Path) -> None:
-    from wsel.importance import compute_scores
-    from wsel.job import prepare
-    from wsel.plan import PlanOptions
+    import wsel
+    from wsel.plan.importance import compute_scores
 
     teacher, _, student = toy(tmp_path)
-    plan = prepare(teacher, str(student), PlanOptions())
+    plan = wsel.build_plan(teacher, student)
     big, small = compute_scores(plan), compute_scores(plan, block_bytes=256)  # 1 row per read for wide rows
     assert big.keys() == small.keys() == {"64→32", "96→48"}
     for axis in big:

@@ -1,44 +1,51 @@
-"""Logical axes, dim expressions over them, and the one Selection per axis that every tensor shares.
+"""Logical axes, and the labels that name the axes of every tensor dim.
 
-A dim expression is one or more blocks joined by `|` (fused tensors: `heads*head_dim | kv_heads*head_dim`),
-each block a product of axes, outermost first (`heads*head_dim`: head-major rows), or an integer literal.
+Architecture data writes each dim as an expression over abstract axes (`DimExpr`): blocks side by side
+(`|`, fused tensors: `heads*head_dim | kv_heads*head_dim`), each a product of axes, outermost first
+(`heads*head_dim`: head-major rows), or an integer literal. A plan records each dim of each tensor as a
+concrete `DimLabel` over the axes it selected: per-layer axes carry their layer (`heads[3]*head_dim`),
+staged name sets their stage (`hidden@2`), and the generic path names a dim by its sizes (`384→192`).
+`DimLabel.parse` and `str(label)` are the one reader and writer of that text (plan, report, provenance,
+verify and the importance scores all go through them). `compose` turns a label back into its indices.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from wsel import select
-from wsel.errors import PlanError
 from wsel.select import Selection
-from wsel.strategies import ElementStrategy, top_indices
 
 # How an axis may shrink.
-WIDTH = "width"  # any subset, chosen by the element strategy (the paper's uniform rule by default)
-HEADS = "heads"  # whole attention heads; query heads stay with their GQA key/value group
-HEAD_DIM = "head_dim"  # dims inside a head; for q/k under RoPE, a stride that keeps rotary pairs
-EQUAL = "equal"  # never subsampled: student must match (token ids, classes, image geometry)
-TRUNCATE = "truncate"  # positions: the student keeps the first N
+AxisKind = Literal[
+    "width",  # any subset, chosen by the element strategy (the paper's uniform rule by default)
+    "heads",  # whole attention heads; query heads stay with their GQA key/value group
+    "head_dim",  # dims inside a head; for q/k under RoPE, a stride that keeps rotary pairs
+    "equal",  # never subsampled: the student must match (token ids, classes, image geometry)
+    "truncate",  # positions: the student keeps the first N
+]
 
-AXIS_KINDS = {
-    "hidden": WIDTH,
-    "mlp": WIDTH,
-    "attn": WIDTH,  # attention inner width (heads * head_dim) where the head count is not known
-    "heads": HEADS,
-    "kv_heads": HEADS,
-    "head_dim": HEAD_DIM,
-    "v_head_dim": HEAD_DIM,
-    "vocab": EQUAL,
-    "type_vocab": EQUAL,
-    "classes": EQUAL,
-    "channels": EQUAL,
-    "patch": EQUAL,
-    "patches": EQUAL,
-    "registers": EQUAL,
-    "kernel": EQUAL,
-    "positions": TRUNCATE,
+AXIS_KINDS: dict[str, AxisKind] = {
+    "hidden": "width",
+    "mlp": "width",
+    "attn": "width",  # attention inner width (heads * head_dim) where the head count is not known
+    "heads": "heads",
+    "kv_heads": "heads",
+    "head_dim": "head_dim",
+    "v_head_dim": "head_dim",
+    "vocab": "equal",
+    "type_vocab": "equal",
+    "classes": "equal",
+    "channels": "equal",
+    "patch": "equal",
+    "patches": "equal",
+    "registers": "equal",
+    "kernel": "equal",
+    "positions": "truncate",
 }
 PER_LAYER_AXES = ("mlp", "heads", "kv_heads")  # chosen per layer (identical under uniform selection)
 
@@ -47,6 +54,7 @@ DimExpr = tuple[Block, ...]  # concatenated blocks
 
 
 def parse_dim(text: str) -> DimExpr:
+    """An architecture data file's dim expression (`heads*head_dim | kv_heads*head_dim`). Raises ValueError."""
     blocks = []
     for part in text.split("|"):
         factors = tuple(f.strip() for f in part.split("*"))
@@ -59,12 +67,7 @@ def parse_dim(text: str) -> DimExpr:
     return tuple(blocks)
 
 
-def dim_text(dim: DimExpr, layer: int | None = None) -> str:
-    """`heads*head_dim`, or with a layer the concrete axes: `heads[3]*head_dim`."""
-    return " | ".join("*".join(axis_name(a, layer) for a in block) for block in dim)
-
-
-def dim_size(dim: DimExpr, sizes: dict[str, int]) -> int:
+def dim_size(dim: DimExpr, sizes: Mapping[str, int]) -> int:
     return sum(int(np.prod([int(f) if f.isdigit() else sizes[f] for f in block])) for block in dim)
 
 
@@ -73,163 +76,72 @@ def axis_name(axis: str, layer: int | None) -> str:
     return f"{axis}[{layer}]" if axis in PER_LAYER_AXES and layer is not None else axis
 
 
-def rope_head_dim(teacher: int, student: int, rotary_fraction: float) -> Selection:
-    """Dims kept inside each q/k head so that RoPE still pairs and rotates them as in the teacher.
-
-    rotate_half pairs dim i with i + r/2 (r = rotary dims). Keeping every k-th pair (k = r / r')
-    from 0 in both halves keeps the pairs together, and pair i' of the student then has the
-    teacher's frequency theta^(-2 i' k / r) = theta^(-2 i' / r'), with the same rope_theta.
-    Non-rotary dims (partial rotary) are selected by the paper's rule.
-    """
-    rotary_t, rotary_s = int(teacher * rotary_fraction), int(student * rotary_fraction)
-    if not _rope_ok(teacher, student, rotary_fraction):
-        working = [d for d in range(2, teacher + 1, 2) if _rope_ok(teacher, d, rotary_fraction)]
-        raise PlanError(
-            f"head_dim {teacher} → {student} cannot keep RoPE pairs and frequencies "
-            f"(rotary dims {rotary_t} → {rotary_s}); head_dim sizes that work: {', '.join(map(str, working))}"
-        )
-    step = rotary_t // rotary_s
-    half_t, half_s = rotary_t // 2, rotary_s // 2
-    first = np.arange(half_s) * step  # [rotary_s / 2]
-    kept = [first, half_t + first]
-    if teacher > rotary_t:
-        kept.append(rotary_t + select.uniform(teacher - rotary_t, student - rotary_s).indices())
-    return select.from_indices(teacher, np.concatenate(kept), origin="rope")
+def axis_kind(factor: str) -> AxisKind | None:
+    """The kind of the axis a label factor names (`hidden@2` → width), or None for literals and size labels."""
+    return AXIS_KINDS.get(factor.split("@")[0].split("[")[0])
 
 
-def _rope_ok(teacher: int, student: int, fraction: float) -> bool:
-    rt, rs = int(teacher * fraction), int(student * fraction)
-    return rs > 0 and rs % 2 == 0 and rt % rs == 0 and (teacher - rt) >= (student - rs)
+def size_label(teacher: int, student: int) -> str:
+    """The generic path's axis name: a dim known only by its sizes (`384→192`, or `384` when copied)."""
+    return f"{teacher}" if teacher == student else f"{teacher}→{student}"
 
 
-@dataclass
-class AxisSelector:
-    """Chooses one Selection per (axis, layer) and reuses it for every tensor that carries the axis."""
-
-    teacher: dict[str, int]
-    student: dict[str, int]
-    rotary_fraction: float | None  # None: no RoPE in this architecture
-    attention: str = "structured"  # or "flat": the element strategy on whole attention dims, as the paper
-    elements: ElementStrategy = field(default_factory=ElementStrategy)
-    chosen: dict[str, Selection] = field(default_factory=dict)  # axis name → Selection, for the report
-
-    def axis(self, axis: str, layer: int | None) -> Selection:
-        name = axis_name(axis, layer)
-        if name not in self.chosen:
-            self.chosen[name] = self._choose(axis, layer)
-        return self.chosen[name]
-
-    def _choose(self, axis: str, layer: int | None) -> Selection:
-        t, s = self.teacher[_size_key(axis)], self.student[_size_key(axis)]
-        kind = AXIS_KINDS[axis]
-        if kind == EQUAL:
-            return select.identity(t)
-        if kind == TRUNCATE:
-            return Selection(t, 0, 1, s)
-        if axis == "heads":
-            return self._query_heads(layer)
-        if axis == "head_dim" and self.rotary_fraction is not None and s != t:
-            return rope_head_dim(t, s, self.rotary_fraction)  # a structural constraint: no strategy applies
-        return self.elements.choose(axis_name(axis, layer), t, s)
-
-    def _query_heads(self, layer: int | None) -> Selection:
-        """GQA: the kept key/value heads first, then within each kept group the query heads it serves."""
-        group_t = self.teacher["heads"] // self.teacher["kv_heads"]
-        group_s = self.student["heads"] // self.student["kv_heads"]
-        kv = self.axis("kv_heads", layer).indices()  # [student kv heads]
-        name = axis_name("heads", layer)
-        if self.elements.name == "magnitude":  # the best-scoring query heads of each kept group
-            scores = self.elements.score(name, self.teacher["heads"]).reshape(-1, group_t)  # [kv heads, group]
-            within = np.stack([top_indices(scores[g], group_s) for g in kv])  # [student kv heads, group_s]
-        else:  # one pattern for every group
-            within = self.elements.choose(f"{name}/group", group_t, group_s).indices()[None, :]
-        kept = (kv[:, None] * group_t + within).ravel()
-        return select.from_indices(self.teacher["heads"], kept, origin=self.elements.name)
-
-    def dim(self, dim: DimExpr, layer: int | None) -> tuple[Selection, str, str]:
-        """The Selection over one tensor dim, how it was made (for people) and its axis label."""
-        t, s = dim_size(dim, self.teacher), dim_size(dim, self.student)
-        axes = [a for block in dim for a in block if not a.isdigit()]
-        protected = any(AXIS_KINDS[a] in (EQUAL, TRUNCATE) for a in axes)
-        if self.attention == "flat" and not protected:
-            label = size_label(t, s)  # the paper's rule knows dims by size only
-            if label not in self.chosen:
-                self.chosen[label] = self.elements.choose(label, t, s)
-            return self.chosen[label], self.chosen[label].describe(), label
-        for axis in axes:
-            self.axis(axis, layer)
-        label = dim_text(dim, layer)
-        selection = compose(label, self.chosen, t)
-        if len(dim) == 1 and len(dim[0]) == 1:
-            return selection, selection.describe(), label
-        texts = ["copy" if block[0].isdigit() else "×".join(f"{a}[{self.axis(a, layer).describe()}]" for a in block)
-                 for block in dim]  # fmt: skip
-        return selection, " | ".join(texts), label
+def literal_size(factor: str) -> int | None:
+    """The teacher size a factor states itself: an integer literal, or a size label (`384→192` → 384)."""
+    first = factor.split("→")[0]
+    return int(first) if first.isdigit() and first.isascii() else None
 
 
-def compose(label: str, axes: dict[str, Selection], size: int) -> Selection:
+@dataclass(frozen=True)
+class DimLabel:
+    """The axes of one tensor dim: `blocks` side by side, each a product of factors, outermost first."""
+
+    blocks: tuple[Block, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> DimLabel:
+        return cls(tuple(tuple(f.strip() for f in block.split("*")) for block in text.split("|")))
+
+    @classmethod
+    def of(cls, dim: DimExpr, layer: int | None) -> DimLabel:
+        """An architecture dim made concrete for one layer: `heads*head_dim` → `heads[3]*head_dim`."""
+        return cls(tuple(tuple(axis_name(a, layer) for a in block) for block in dim))
+
+    @classmethod
+    def single(cls, axis: str) -> DimLabel:
+        return cls(((axis,),))
+
+    def __str__(self) -> str:
+        return " | ".join("*".join(block) for block in self.blocks)
+
+    @property
+    def axes(self) -> list[str]:
+        """Every factor that names an axis (not an integer literal), in order."""
+        return [f for block in self.blocks for f in block if not f.isdigit()]
+
+
+def compose(label: DimLabel, axes: Mapping[str, Selection], size: int) -> Selection:
     """The Selection over a tensor dim of teacher size `size` from its label and the axes' selections.
 
     `heads[0]*head_dim | kv_heads[0]*head_dim`: blocks side by side, each an outer product (outer
     axis first). An integer, or a lone name absent from `axes`, is a block copied whole.
     """
-    blocks = [[f.strip() for f in block.split("*")] for block in label.split("|")]
     parts, offset = [], 0
-    for factors in blocks:
+    for factors in label.blocks:
         indices, block_size = np.zeros(1, dtype=np.int64), 1
         for factor in factors:
             if factor in axes:
                 sel = axes[factor]
             elif factor.isdigit():
                 sel = select.identity(int(factor))
-            elif len(factors) == 1 and size % len(blocks) == 0:
-                sel = select.identity(size // len(blocks))  # an equal axis, copied (`kernel`, `channels`)
+            elif len(factors) == 1 and size % len(label.blocks) == 0:
+                sel = select.identity(size // len(label.blocks))  # an equal axis, copied (`kernel`, `channels`)
             else:
-                raise ValueError(f"axis {factor!r} of {label!r} has no recorded selection")
-            indices = (indices[:, None] * sel.teacher_size + sel.indices()[None, :]).ravel()
+                raise ValueError(f"axis {factor!r} of {str(label)!r} has no recorded selection")
+            indices = (indices[:, None] * sel.teacher_size + sel.indices()[None, :]).ravel()  # [block so far]
             block_size *= sel.teacher_size
         parts.append(offset + indices)
         offset += block_size
     if offset != size:
-        raise ValueError(f"{label!r} spans {offset} indices, the tensor dim has {size}")
+        raise ValueError(f"{str(label)!r} spans {offset} indices, the tensor dim has {size}")
     return select.from_indices(size, np.concatenate(parts))
-
-
-def size_label(teacher: int, student: int) -> str:
-    """The generic path's axis label: dims are known by their sizes (`384→192`, or `384` when copied)."""
-    return f"{teacher}" if teacher == student else f"{teacher}→{student}"
-
-
-def _size_key(axis: str) -> str:
-    return "head_dim" if axis == "v_head_dim" else axis
-
-
-def check_sizes(teacher: dict[str, int], student: dict[str, int], keys: dict[str, str]) -> None:
-    """Refuse a student that no selection can make. `keys` names each axis's config key for messages."""
-
-    def name(axis: str) -> str:
-        return f"{axis} ({keys[axis]})" if axis in keys else axis
-
-    for axis in sorted(set(teacher) & set(student)):
-        t, s = teacher[axis], student[axis]
-        kind = AXIS_KINDS.get(axis, WIDTH)
-        if kind == EQUAL and s != t:
-            fix = "--exclude the tensors that carry it" if axis == "classes" else f"keep it at {t}"
-            raise PlanError(
-                f"student {name(axis)} is {s} but the teacher's is {t}; this axis is never subsampled: {fix}"
-            )
-        if s > t:
-            raise PlanError(f"student {name(axis)} is {s} but the teacher's is {t}; a student cannot be larger")
-        if s < 1 and axis in ("hidden", "heads", "kv_heads", "head_dim", "layers"):
-            raise PlanError(f"student {name(axis)} is {s}; it must be at least 1")
-    for who, sizes in (("teacher", teacher), ("student", student)):
-        if sizes["heads"] % sizes["kv_heads"]:
-            heads, kv_heads = name("heads"), name("kv_heads")
-            raise PlanError(f"{who} {heads} = {sizes['heads']} is not a multiple of {kv_heads} = {sizes['kv_heads']}")
-    group_t = teacher["heads"] // teacher["kv_heads"]
-    group_s = student["heads"] // student["kv_heads"]
-    if group_s > group_t:
-        raise PlanError(
-            f"student has {group_s} query heads per key/value head but the teacher has {group_t}; "
-            f"keep {name('heads')} / {name('kv_heads')} at most {group_t} so every query head keeps its key/value head"
-        )

@@ -8,19 +8,21 @@ import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+import wsel
 from wsel import __version__
 from wsel.checkpoint.dtypes import CAST_TARGETS
-from wsel.checkpoint.index import open_checkpoint
 from wsel.checkpoint.output import DEFAULT_MAX_SHARD_SIZE, parse_size
 from wsel.console import byte_progress, make_console
 from wsel.errors import OutputError, WselError
-from wsel.job import prepare
-from wsel.plan import PlanOptions
-from wsel.strategies import ELEMENT_STRATEGIES
+from wsel.strategies import ELEMENT_STRATEGIES, ElementStrategyName, parse_layer_strategy
+
+if TYPE_CHECKING:
+    from wsel.plan.model import PlanOptions
+    from wsel.selector import Attention
 
 TEACHER_HELP = "Teacher checkpoint: a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json."
 STUDENT_HELP = (
@@ -29,7 +31,7 @@ STUDENT_HELP = (
 )
 
 
-class _SizeType(click.ParamType):
+class _SizeType(click.ParamType[int]):
     name = "SIZE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -60,16 +62,16 @@ def _student_options(f: Any) -> Any:
         student_config: str | None,
         sets: tuple[str, ...],
         teacher_config: Path | None,
-        attention: str,
+        attention: Attention,
         layers: str,
-        elements: str,
+        elements: ElementStrategyName,
         seed: int,
         rescale: bool,
         exclude: tuple[str, ...],
         **kwargs: Any,
     ) -> Any:
-        options = PlanOptions(
-            exclude=exclude, attention=attention, layers=layers, elements=elements, seed=seed, rescale=rescale
+        options = wsel.PlanOptions(
+            parse_layer_strategy(layers), elements, exclude=exclude, attention=attention, seed=seed, rescale=rescale
         )
         return f(*args, student=StudentArgs(student_config, sets, teacher_config, options), **kwargs)
 
@@ -183,21 +185,20 @@ def init(
     report_file: Path | None,
 ) -> None:
     """Write a student checkpoint selected from the teacher."""
-    from wsel import execute, report
+    from wsel import render
 
     console = make_console(quiet)
     with _errors_exit():
         options = replace(student.options, dtype=CAST_TARGETS[dtype] if dtype else None)
-        plan = prepare(teacher, student.config, options, student.sets, student.teacher_config)
+        plan = _plan(teacher, student, options)
         if report_file is not None:
             _check_writable(report_file)  # before the run: a failed report must not follow a written checkpoint
-        folder = output.endswith(("/", os.sep)) or None  # a trailing slash always means a folder
         with byte_progress(console, sum(t.nbytes for t in plan.written), "selecting") as on_progress:
-            stats = execute.run(
-                plan, Path(output), force=force, max_shard_size=max_shard_size, on_progress=on_progress, folder=folder
+            # a trailing slash on `output` always means a folder
+            stats = wsel.write_student(
+                plan, output, force=force, max_shard_size=max_shard_size, on_progress=on_progress
             )
-        doc = report.plan_report(plan, stats, "init")
-        _emit(console, doc, as_json, report_file, report.render, report.markdown)
+        _emit(console, wsel.plan_report(plan, stats, "init"), as_json, report_file, render.render, render.markdown)
 
 
 @cli.command()
@@ -207,16 +208,16 @@ def init(
 def inspect(teacher: Path, student: StudentArgs, quiet: bool, as_json: bool, report_file: Path | None) -> None:
     """Show a checkpoint's tensors (and how wsel made it), or, with a student, preview the mapping.
     Writes no checkpoint."""
-    from wsel import report
+    from wsel import render
 
     console = make_console(quiet)
     with _errors_exit():
         if student.config is None and not student.sets:
-            doc = report.teacher_report(open_checkpoint(teacher))
-            _emit(console, doc, as_json, report_file, report.render_teacher, report.markdown_teacher)
+            doc = wsel.teacher_report(teacher)
+            _emit(console, doc, as_json, report_file, render.render_teacher, render.markdown_teacher)
             return
-        plan = prepare(teacher, student.config, student.options, student.sets, student.teacher_config)
-        _emit(console, report.plan_report(plan, None, "inspect"), as_json, report_file, report.render, report.markdown)
+        plan = _plan(teacher, student, student.options)
+        _emit(console, wsel.plan_report(plan, None, "inspect"), as_json, report_file, render.render, render.markdown)
 
 
 @cli.command()
@@ -231,11 +232,9 @@ def verify(teacher: Path, student: Path, as_json: bool, quiet: bool) -> None:
 
     Exit 0 when all match, 1 when any does not (the first ones are listed).
     """
-    from wsel.verify import verify as run_verify
-
     console = make_console(quiet)
     with _errors_exit():
-        result = run_verify(open_checkpoint(teacher), open_checkpoint(student))
+        result = wsel.verify_student(teacher, student)
     doc = {
         "schema": 1,
         "wsel_version": __version__,
@@ -259,6 +258,12 @@ def verify(teacher: Path, student: Path, as_json: bool, quiet: bool) -> None:
     count = len(result.mismatches)
     click.echo(f"wsel: error: {student}: {count} mismatch{'es' if count > 1 else ''}: {shown}", err=True)
     sys.exit(1)
+
+
+def _plan(teacher: Path, student: StudentArgs, options: PlanOptions) -> wsel.Plan:
+    return wsel.build_plan(
+        teacher, student.config, sets=student.sets, teacher_config=student.teacher_config, options=options
+    )
 
 
 def _emit(console: Any, doc: dict[str, Any], as_json: bool, report_file: Path | None, render: Any, md: Any) -> None:

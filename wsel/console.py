@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from wsel.execute import ProgressCallback
+from wsel.stats import ProgressCallback
 
 if TYPE_CHECKING:
     from rich.console import Console

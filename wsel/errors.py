@@ -26,3 +26,8 @@ class PlanError(WselError):
 
 class OutputError(WselError):
     """The output path is unusable: it exists, is the teacher, or cannot be written."""
+
+
+class ArchDataError(WselError):
+    """wsel's own packaged data (architecture families, name sets) is missing or malformed: a broken
+    installation or a bug in wsel, never the user's input. A one-line error all the same."""

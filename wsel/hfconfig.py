@@ -1,4 +1,4 @@
-"""Hugging Face config.json: reading, `--set` overrides, sizes by architecture data, the student's config."""
+"""Hugging Face config.json: reading, `--set` overrides and derivation, sizes by architecture data."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import copy
 import json
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,31 @@ def read_sizes(sizes: dict[str, tuple[str, ...]], config: dict[str, Any], where:
 def size_keys(sizes: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """The config key users set for each axis (for messages): the first alternative."""
     return {axis: alternatives[0] for axis, alternatives in sizes.items()}
+
+
+def derive_config(teacher_config: dict[str, Any], sets: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The teacher's config with overrides; an explicit head_dim that merely restated hidden / heads
+    follows the new sizes unless it was set too (as transformers derives it when absent)."""
+    config = apply_sets(teacher_config, sets)
+    set_keys = {k for k, _ in sets}
+    hidden, heads = teacher_config.get("hidden_size"), teacher_config.get("num_attention_heads")
+    if (
+        "head_dim" not in set_keys
+        and isinstance(teacher_config.get("head_dim"), int)
+        and isinstance(hidden, int)
+        and isinstance(heads, int)
+        and heads
+        and teacher_config["head_dim"] * heads == hidden
+    ):
+        s_hidden, s_heads = config.get("hidden_size"), config.get("num_attention_heads")
+        if isinstance(s_hidden, int) and isinstance(s_heads, int) and s_heads and s_hidden % s_heads == 0:
+            config["head_dim"] = s_hidden // s_heads
+    return config
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The teacher's config.json, and where it was read (for messages)."""
+
+    config: dict[str, Any]
+    source: str

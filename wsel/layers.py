@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsel.strategies import LayerStrategy
 
 # A repeated block: `layers.N.`, `layer.N.`, `h.N.`, `blocks.N.`, optionally inside `stages.S.`
 # (hierarchical nets such as ConvNeXt, where layer selection applies per stage).
@@ -43,6 +48,11 @@ class LayerMap:
     def teacher_index(self, student_index: int) -> int:
         return dict(self.mapping)[student_index]
 
+    @property
+    def kept(self) -> list[int]:
+        """The teacher layers read, by student layer."""
+        return [t for _, t in self.mapping]
+
     def picture(self) -> str:
         """The teacher's layers, kept ones marked: `■■■□□□` for the first 3 of 6."""
         kept = {t for _, t in self.mapping}
@@ -53,6 +63,21 @@ class LayerMap:
         student = compact_ranges([s for s, _ in self.mapping])
         teacher = compact_ranges([t for _, t in self.mapping])
         return f"{student} → {teacher} of {self.teacher_count}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's form: the mapping and its two human forms."""
+        return {
+            "group": self.group,
+            "teacher_layers": self.teacher_count,
+            "map": [list(pair) for pair in self.mapping],
+            "summary": self.describe(),
+            "picture": self.picture(),
+        }
+
+
+def kept_by_group(maps: Iterable[LayerMap]) -> dict[str, list[int]]:
+    """The compact form recorded in a student's metadata and provenance: group → teacher layers read."""
+    return {m.group: m.kept for m in maps}
 
 
 def compact_ranges(values: list[int]) -> str:
@@ -76,7 +101,9 @@ def first_n(group: str, student_indices: list[int], teacher_indices: list[int]) 
     return LayerMap(group, len(teachers), tuple(zip(students, teachers[: len(students)], strict=True)))
 
 
-def make_layer_map(group: str, student_indices: list[int], teacher_indices: list[int], strategy: str) -> LayerMap:
+def make_layer_map(
+    group: str, student_indices: list[int], teacher_indices: list[int], strategy: LayerStrategy
+) -> LayerMap:
     """Map one group's student layers to teacher layers by a layer strategy (see `wsel.strategies`)."""
     from wsel.strategies import layer_indices
 

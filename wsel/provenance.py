@@ -15,10 +15,12 @@ from typing import Any
 from wsel import __version__
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import CheckpointError
-from wsel.plan import Plan
-from wsel.select import Selection
+from wsel.layers import kept_by_group
+from wsel.plan.model import Plan
 
 METADATA_KEY = "wsel.provenance"
+# The options recorded: all but `exclude` (the excluded tensors are recorded by their absence).
+RECORDED_OPTIONS = ("layers", "elements", "seed", "attention", "rescale", "dtype")
 
 
 def fingerprints(index: CheckpointIndex) -> list[dict[str, str]]:
@@ -26,25 +28,21 @@ def fingerprints(index: CheckpointIndex) -> list[dict[str, str]]:
 
 
 def build(plan: Plan) -> dict[str, Any]:
-    options = plan.options
+    options = plan.options.to_dict()
     return {
         "wsel_version": __version__,
         "teacher": fingerprints(plan.teacher),
-        "options": {
-            "layers": options.layers,
-            "elements": options.elements,
-            "seed": options.seed,
-            "attention": options.attention,
-            "rescale": options.rescale,
-            "dtype": options.dtype,
-        },
+        "options": {key: options[key] for key in RECORDED_OPTIONS},
         "path": plan.path,
-        "layer_maps": {m.group: [t for _, t in m.mapping] for m in plan.layer_maps},
+        "layer_maps": kept_by_group(plan.layer_maps),
         "axes": {name: sel.to_dict() for name, sel in plan.axes.items()},
         "tensors": {
-            t.name: {"teacher": t.source.name, "dims": list(t.axes), **({"scale": t.scale} if t.scale else {})}
+            t.name: {
+                "teacher": t.source.name,
+                "dims": [str(a) for a in t.axes],
+                **({"scale": t.scale} if t.scale else {}),
+            }
             for t in plan.written
-            if t.source is not None
         },
     }
 
@@ -65,13 +63,3 @@ def read(index: CheckpointIndex) -> dict[str, Any] | None:
     if not isinstance(doc, dict) or not {"teacher", "axes", "tensors"} <= set(doc):
         raise CheckpointError(f"{index.headers[0].path}: {METADATA_KEY} metadata is incomplete")
     return doc
-
-
-def selection_from_dict(doc: dict[str, Any]) -> Selection:
-    """Inverse of Selection.to_dict."""
-    teacher, student = int(doc["teacher"]), int(doc["student"])
-    if doc["rule"] == "copy":
-        return Selection(teacher, 0, 1, teacher)
-    if doc["rule"] == "stride":
-        return Selection(teacher, int(doc["start"]), int(doc["step"]), student)
-    return Selection(teacher, explicit=tuple(int(i) for i in doc["indices"]), origin=doc.get("origin", "indices"))

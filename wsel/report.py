@@ -1,31 +1,27 @@
-"""The report: a stable dict (`--json`) built from the Plan and the run Stats, and its renderings.
+"""The report: a stable dict (`--json`) built from the Plan and the run Stats (rendered by `wsel.render`).
 
 Keys of the dict are documented in README.md ("JSON report") and only ever added to.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wsel import __version__, provenance
 from wsel.checkpoint.index import CheckpointIndex
-from wsel.execute import Stats
-from wsel.layers import compact_ranges, find_layer
-from wsel.plan import EXCLUDE, Plan, TensorPlan
+from wsel.layers import find_layer
+from wsel.plan.model import ExcludedTensor, Plan, WrittenTensor
 from wsel.select import Selection
-
-if TYPE_CHECKING:
-    from rich.console import Console
+from wsel.stats import Stats
 
 SCHEMA_VERSION = 1
-COLUMNS = ("student tensor", "teacher tensor", "shape (teacher → student)", "selection per dim", "action")
 
 
 def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]:
     """Everything the table shows, as plain JSON-able data."""
     teacher = plan.teacher
     written = plan.written
-    used_sources = {t.source.name for t in written if t.source is not None}
+    used_sources = {t.source.name for t in written}
     teacher_bytes = teacher.total_bytes
     tensor_bytes = sum(t.nbytes for t in written)
     return {
@@ -36,28 +32,11 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
         "student": {
             "config": plan.student.source,
             "kind": plan.student.kind,
-            "tensors": len(plan.student.tensors),
+            "tensors": len(plan.student_tensors),
         },
-        "options": {
-            "layers": plan.options.layers,
-            "elements": plan.options.elements,
-            "dtype": plan.options.dtype,
-            "exclude": list(plan.options.exclude),
-            "attention": plan.options.attention,
-            "seed": plan.options.seed,
-            "rescale": plan.options.rescale,
-        },
+        "options": plan.options.to_dict(),
         "path": plan.path,
-        "layer_maps": [
-            {
-                "group": m.group,
-                "teacher_layers": m.teacher_count,
-                "map": [list(pair) for pair in m.mapping],
-                "summary": m.describe(),
-                "picture": m.picture(),
-            }
-            for m in plan.layer_maps
-        ],
+        "layer_maps": [m.to_dict() for m in plan.layer_maps],
         "axes": {name: sel.to_dict() for name, sel in plan.axes.items()},
         "tensors": [_tensor_entry(t, plan.axes) for t in plan.tensors],
         "excluded": [t.name for t in plan.excluded],
@@ -114,17 +93,17 @@ def _dim_entry(axis: str, text: str, sel: Selection, axes: dict[str, Selection])
     return {"axis": axis, "text": text, "rule": "composite", "teacher": sel.teacher_size, "student": sel.size}
 
 
-def _tensor_entry(t: TensorPlan, axes: dict[str, Selection]) -> dict[str, Any]:
+def _tensor_entry(t: WrittenTensor | ExcludedTensor, axes: dict[str, Selection]) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "action": t.action}
-    if t.action == EXCLUDE:
+    if isinstance(t, ExcludedTensor):
         entry["reason"] = t.reason
         return entry
-    assert t.source is not None
+    dims = zip(t.axes, t.texts, t.selections, strict=True)
     entry.update(
         teacher=t.source.name,
         teacher_shape=list(t.source.shape),
         teacher_dtype=t.source.dtype,
-        dims=[_dim_entry(axis, text, sel, axes) for axis, text, sel in zip(t.axes, t.texts, t.selections, strict=True)],
+        dims=[_dim_entry(str(axis), text, sel, axes) for axis, text, sel in dims],
         scale=t.scale,
         bytes=t.nbytes,
     )
@@ -139,197 +118,3 @@ def _run_entry(stats: Stats) -> dict[str, Any]:
         "bytes_read": stats.bytes_read,
         "seconds": round(stats.seconds, 3),
     }
-
-
-# ---------------------------------------------------------------------------------------- rendering
-
-
-def _rows(report: dict[str, Any]) -> list[list[str]]:
-    """Table rows; tensors that differ only by layer index are folded into one `{0-5}` row."""
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for t in report["tensors"]:
-        selection = ", ".join(d["text"] for d in t.get("dims", []))
-        key = (
-            _template(t["name"]),
-            _template(t.get("teacher", "")),
-            tuple(t["shape"]),
-            tuple(t.get("teacher_shape", ())),
-            selection,
-            t["action"],
-        )
-        row = groups.setdefault(key, {"student": [], "teacher": [], "t": t, "selection": selection})
-        row["student"].append(_layer_index(t["name"]))
-        row["teacher"].append(_layer_index(t.get("teacher", "")))
-    rows = []
-    for (student_tpl, teacher_tpl, *_), row in groups.items():
-        t = row["t"]
-        student_name = _fill(student_tpl, row["student"])
-        if t["action"] == EXCLUDE:
-            rows.append([student_name, "", _shape(t["shape"]), t.get("reason", ""), t["action"]])
-            continue
-        teacher_name = _fill(teacher_tpl, row["teacher"])
-        rows.append(
-            [
-                student_name,
-                "same" if teacher_name == student_name else teacher_name,
-                f"{_shape(t['teacher_shape'])} → {_shape(t['shape'])}",
-                row["selection"],
-                t["action"] + (f" ×{t['scale']:.4g}" if t.get("scale") else ""),
-            ]
-        )
-    return rows
-
-
-def _template(name: str) -> str:
-    ref = find_layer(name)
-    return name if ref is None else f"{ref.prefix}{{}}{ref.suffix}"
-
-
-def _layer_index(name: str) -> int | None:
-    ref = find_layer(name)
-    return None if ref is None else ref.index
-
-
-def _fill(template: str, indices: list[int | None]) -> str:
-    if "{}" not in template:
-        return template
-    values = [i for i in indices if i is not None]
-    text = compact_ranges(values)
-    return template.replace("{}", text if len(set(values)) == 1 else f"{{{text}}}")
-
-
-def _shape(shape: list[int]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-def human_count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
-
-
-def render(console: Console, report: dict[str, Any]) -> None:
-    """The human report on stderr. User-supplied names are Text, never markup."""
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=Text(f"wsel {report['command']}: {report['teacher']['path']} → {report['student']['config']}"))
-    for column in COLUMNS:
-        table.add_column(column, overflow="fold")
-    for row in _rows(report):
-        table.add_row(*(Text(cell) for cell in row))
-    console.print(table)
-    console.print(Text(_path_line(report)))
-    for m in report["layer_maps"]:
-        console.print(Text(f"layers {m['group']}: {m['picture']}  {m['summary']}"))
-    for warning in report["warnings"]:
-        console.print(Text(f"warning: {warning}", style="yellow"))
-    console.print(Text(summary_line(report)))
-
-
-def _path_line(report: dict[str, Any]) -> str:
-    if report["path"] == "generic":
-        return "generic path: dims matched by name and size, the paper's rule on every dim"
-    return f"architecture {report['path']}: {report['options']['attention']} attention"
-
-
-def summary_line(report: dict[str, Any]) -> str:
-    totals = report["totals"]
-    line = (
-        f"{totals['tensors_written']} tensors, {human_count(totals['parameters'])} parameters, "
-        f"{human_bytes(totals['bytes'])} ({100 * totals['teacher_share']:.1f}% of the teacher's "
-        f"{human_bytes(totals['teacher_bytes'])})"
-    )
-    if report["excluded"]:
-        line += f"; {len(report['excluded'])} excluded"
-    run = report.get("run")
-    if run:
-        line += f"; read {human_bytes(run['bytes_read'])} in {run['seconds']:.2f} s → {', '.join(run['files'])}"
-    else:
-        line += "; nothing written (inspect)"
-    return line
-
-
-def render_teacher(console: Console, report: dict[str, Any]) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    teacher = report["teacher"]
-    table = Table(title=Text(f"{teacher['path']}: {len(teacher['files'])} file(s)"))
-    for column in ("tensor", "shape", "dtype", "bytes", "file"):
-        table.add_column(column, overflow="fold")
-    for t in report["tensors"]:
-        table.add_row(Text(t["name"]), _shape(t["shape"]), t["dtype"], human_bytes(t["bytes"]), Text(t["file"]))
-    console.print(table)
-    for g in teacher["layer_groups"]:
-        console.print(Text(f"layers {g['group']}: {g['layers']}"))
-    if report.get("provenance"):
-        console.print(Text(provenance_text(report["provenance"])))
-    console.print(
-        Text(
-            f"{teacher['tensors']} tensors, {human_count(teacher['parameters'])} parameters, "
-            f"{human_bytes(teacher['bytes'])}"
-        )
-    )
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The same table as Markdown, for `--report FILE.md`."""
-    lines = [
-        f"# wsel {report['command']}: `{report['teacher']['path']}` → `{report['student']['config']}`",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-    ]
-    lines += ["| " + " | ".join(f"`{c}`" if c else "" for c in row) + " |" for row in _rows(report)]
-    lines += ["", f"- {_path_line(report)}"]
-    lines += [f"- layers `{m['group']}`: {m['summary']}" for m in report["layer_maps"]]
-    lines += [f"- warning: {w}" for w in report["warnings"]]
-    lines += ["", summary_line(report), ""]
-    return "\n".join(lines)
-
-
-def provenance_text(record: dict[str, Any]) -> str:
-    """How a wsel checkpoint was made, in a few lines."""
-    options = record.get("options", {})
-    lines = [
-        f"made by wsel {record.get('wsel_version')} from "
-        + ", ".join(f"{f['file']} (header sha256 {f['header_sha256'][:12]})" for f in record["teacher"]),
-        "options: " + ", ".join(f"{k}={v}" for k, v in options.items()),
-    ]
-    lines += [
-        f"layers {group}: teacher layers {compact_ranges(kept)}" for group, kept in record.get("layer_maps", {}).items()
-    ]
-    axes = record["axes"]
-    lines.append(
-        f"{len(axes)} axes: "
-        + ", ".join(f"{name} {provenance.selection_from_dict(sel).describe()}" for name, sel in list(axes.items())[:8])
-        + (", ..." if len(axes) > 8 else "")
-    )
-    return "\n".join(lines)
-
-
-def markdown_teacher(report: dict[str, Any]) -> str:
-    """`wsel inspect --teacher T --report FILE.md`: the teacher's tensors as Markdown."""
-    teacher = report["teacher"]
-    lines = [
-        f"# {teacher['path']}: {len(teacher['files'])} file(s)",
-        "",
-        "| tensor | shape | dtype | bytes | file |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| `{t['name']}` | `{_shape(t['shape'])}` | {t['dtype']} | {t['bytes']} | {t['file']} |"
-        for t in report["tensors"]
-    ]
-    lines += ["", f"{teacher['tensors']} tensors, {teacher['parameters']} parameters, {teacher['bytes']} bytes", ""]
-    return "\n".join(lines)

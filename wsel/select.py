@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+
+# How explicit indices were chosen, shown to people: `linspace[96]`, `random[96]`, ... (the element
+# strategies' names, the paper's linspace branch, RoPE-preserving head dims, or plain indices).
+Origin = Literal["indices", "linspace", "rope", "uniform", "first", "random", "magnitude"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class Selection:
     step: int = 1
     count: int = 0
     explicit: tuple[int, ...] | None = None  # set when the indices are not a stride
-    origin: str = "indices"  # how explicit indices were chosen, for people: linspace, random, magnitude, rope
+    origin: Origin = "indices"
 
     @property
     def size(self) -> int:
@@ -66,12 +70,22 @@ class Selection:
             "step": self.step,
         }
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Selection:
+        """Inverse of `to_dict`."""
+        teacher, student = int(doc["teacher"]), int(doc["student"])
+        if doc["rule"] == "copy":
+            return cls(teacher, 0, 1, teacher)
+        if doc["rule"] == "stride":
+            return cls(teacher, int(doc["start"]), int(doc["step"]), student)
+        return cls(teacher, explicit=tuple(int(i) for i in doc["indices"]), origin=doc.get("origin", "indices"))
+
 
 def identity(size: int) -> Selection:
     return Selection(size, 0, 1, size)
 
 
-def from_indices(teacher_size: int, indices: Any, origin: str = "indices") -> Selection:
+def from_indices(teacher_size: int, indices: Any, origin: Origin = "indices") -> Selection:
     """A Selection from sorted unique indices, stored as a stride when they form one."""
     idx = [int(i) for i in indices]
     if len(idx) <= 1 or all(b - a == idx[1] - idx[0] for a, b in zip(idx, idx[1:], strict=False)):

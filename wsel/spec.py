@@ -5,20 +5,22 @@ Three forms are read here:
      `{"shape": [...], "dtype": "BF16"}`), from a file or standard input (`-`);
   2. a template checkpoint `*.safetensors`: only its header is read;
   3. a Hugging Face config.json (a JSON object with `model_type`): tensors are derived later,
-     from architecture data and the teacher (see `wsel.job`).
+     from architecture data and the teacher (see `wsel.plan`). Without a file, `--set KEY=VALUE`
+     derives the student's config.json from the teacher's (`student_from_config`).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, ClassVar, Literal, TextIO
 
 from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.header import read_header
 from wsel.errors import CheckpointError, SpecError
+from wsel.hfconfig import apply_sets, derive_config
 
 STDIN = "-"
 
@@ -31,14 +33,27 @@ class StudentTensor:
 
 
 @dataclass(frozen=True)
-class StudentSpec:
+class TensorListStudent:
+    """A student given tensor by tensor: a shape manifest, or the header of a template checkpoint."""
+
     source: str  # the path the user gave, or "<stdin>"
-    kind: str  # "manifest" | "template" | "hf-config"
-    tensors: tuple[StudentTensor, ...]  # for "hf-config", derived by the plan from architecture data
-    config: dict[str, Any] | None = None  # the Hugging Face config.json of an "hf-config" student
+    kind: Literal["manifest", "template"]
+    tensors: tuple[StudentTensor, ...]
 
 
-def load_spec(source: str, stdin: TextIO | None = None) -> StudentSpec:
+@dataclass(frozen=True)
+class ConfigStudent:
+    """A student given as a Hugging Face config.json; its tensors follow from the teacher's."""
+
+    source: str  # the path the user gave, "<stdin>", or how it was derived from the teacher's config
+    config: dict[str, Any]
+    kind: ClassVar[Literal["hf-config"]] = "hf-config"
+
+
+Student = TensorListStudent | ConfigStudent
+
+
+def load_spec(source: str, stdin: TextIO | None = None) -> Student:
     """Read a student config given as a path or `-` for standard input."""
     if source == STDIN:
         text = (stdin or sys.stdin).read()
@@ -57,7 +72,7 @@ def load_spec(source: str, stdin: TextIO | None = None) -> StudentSpec:
     return parse_manifest(text, str(path))
 
 
-def _from_template(path: Path) -> StudentSpec:
+def _from_template(path: Path) -> TensorListStudent:
     try:
         header = read_header(path)
     except CheckpointError as e:
@@ -66,10 +81,10 @@ def _from_template(path: Path) -> StudentSpec:
         raise SpecError(f"{path}: student template holds no tensors")
     # Header order is storage order; names sorted keep the spec independent of how it was saved.
     tensors = sorted((StudentTensor(t.name, t.shape, t.dtype) for t in header.tensors), key=lambda t: t.name)
-    return StudentSpec(str(path), "template", tuple(tensors))
+    return TensorListStudent(str(path), "template", tuple(tensors))
 
 
-def parse_manifest(text: str, source: str) -> StudentSpec:
+def parse_manifest(text: str, source: str) -> Student:
     """Parse a JSON shape manifest. Raises SpecError naming the source and the bad entry."""
     try:
         doc = json.loads(text, object_pairs_hook=_reject_repeated_names)
@@ -80,10 +95,10 @@ def parse_manifest(text: str, source: str) -> StudentSpec:
     if not isinstance(doc, dict):
         raise SpecError(f"{source}: expected a JSON object mapping tensor names to shapes")
     if "model_type" in doc:
-        return StudentSpec(source, "hf-config", (), config=doc)
+        return ConfigStudent(source, doc)
     if not doc:
         raise SpecError(f"{source}: student config names no tensors")
-    return StudentSpec(source, "manifest", tuple(_manifest_entry(source, k, v) for k, v in doc.items()))
+    return TensorListStudent(source, "manifest", tuple(_manifest_entry(source, k, v) for k, v in doc.items()))
 
 
 class _Repeated(Exception):
@@ -115,3 +130,17 @@ def _manifest_entry(source: str, name: str, value: Any) -> StudentTensor:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise SpecError(f"{source}: tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
     return StudentTensor(name, tuple(shape), dtype)
+
+
+def student_from_config(
+    student: ConfigStudent | None,
+    teacher_config: dict[str, Any],
+    sets: list[tuple[str, Any]],
+    teacher_config_path: Path,
+) -> ConfigStudent:
+    """The student's config.json: the one given with `--set` overrides applied, or (none given) the
+    teacher's with the overrides."""
+    if student is None:
+        described = " ".join(f"{k}={v}" for k, v in sets)
+        return ConfigStudent(f"{teacher_config_path} with --set {described}", derive_config(teacher_config, sets))
+    return replace(student, config=apply_sets(student.config, sets)) if sets else student

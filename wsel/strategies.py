@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -28,15 +29,36 @@ from wsel import select
 from wsel.errors import PlanError
 from wsel.select import Selection
 
-ELEMENT_STRATEGIES = ("uniform", "first", "random", "magnitude")
-LAYER_STRATEGIES = ("first", "uniform", "last")
+ElementStrategyName = Literal["uniform", "first", "random", "magnitude"]
+LayerStrategyName = Literal["first", "uniform", "last"]
+ELEMENT_STRATEGIES: tuple[ElementStrategyName, ...] = get_args(ElementStrategyName)
+LAYER_STRATEGIES: tuple[LayerStrategyName, ...] = get_args(LayerStrategyName)
+
+
+@dataclass(frozen=True)
+class LayerList:
+    """Explicit teacher layers, as the user wrote them: `0,2,4,6`, or one list per layer group separated by
+    `;` (groups in sorted order). Parsed per group, so that errors can name the group."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+LayerStrategy = LayerStrategyName | LayerList
+
+
+def parse_layer_strategy(text: str) -> LayerStrategy:
+    """`--layers` as given: a strategy name, or else a layer list (checked when the groups are known)."""
+    return next((name for name in LAYER_STRATEGIES if name == text), None) or LayerList(text)
 
 
 @dataclass
 class ElementStrategy:
     """Chooses the kept indices of an axis. `scores` (axis → importance per index) feeds `magnitude`."""
 
-    name: str = "uniform"
+    name: ElementStrategyName = "uniform"
     seed: int = 0
     scores: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -50,9 +72,8 @@ class ElementStrategy:
         if self.name == "random":
             rng = np.random.default_rng([self.seed, _axis_key(axis)])
             return select.from_indices(teacher, np.sort(rng.choice(teacher, size=student, replace=False)), "random")
-        if self.name == "magnitude":
-            return select.from_indices(teacher, top_indices(self.score(axis, teacher), student), "magnitude")
-        raise PlanError(f"unknown element strategy {self.name!r}; use one of {', '.join(ELEMENT_STRATEGIES)}")
+        # magnitude: the last name there is (PlanOptions refuses any other)
+        return select.from_indices(teacher, top_indices(self.score(axis, teacher), student), "magnitude")
 
     def score(self, axis: str, teacher: int) -> np.ndarray:
         scores = self.scores.get(axis)
@@ -71,7 +92,7 @@ def _axis_key(axis: str) -> int:
     return int.from_bytes(hashlib.sha256(axis.encode()).digest()[:8], "little")
 
 
-def layer_indices(strategy: str, teacher: int, student: int, group: str) -> list[int]:
+def layer_indices(strategy: LayerStrategy, teacher: int, student: int, group: str) -> list[int]:
     """Teacher layers read by student layers 0..student-1, for one group."""
     if student > teacher:
         raise PlanError(
@@ -86,7 +107,7 @@ def layer_indices(strategy: str, teacher: int, student: int, group: str) -> list
         if student == 1:
             return [0]
         return [round(i * (teacher - 1) / (student - 1)) for i in range(student)]
-    kept = parse_layer_list(strategy, group)
+    kept = parse_layer_list(strategy.text, group)
     if len(kept) != student:
         raise PlanError(f"--layers {strategy}: {len(kept)} layers listed for {group!r} but the student has {student}")
     if kept != sorted(set(kept)) or kept[-1] >= teacher:
@@ -105,13 +126,13 @@ def parse_layer_list(text: str, group: str) -> list[int]:
         ) from None
 
 
-def group_strategy(strategy: str, groups: list[str], group: str) -> str:
+def group_strategy(strategy: LayerStrategy, groups: list[str], group: str) -> LayerStrategy:
     """The strategy for one group: explicit lists may give one list per group, separated by `;`."""
-    if ";" not in strategy:
+    if not isinstance(strategy, LayerList) or ";" not in strategy.text:
         return strategy
-    parts = strategy.split(";")
+    parts = strategy.text.split(";")
     if len(parts) != len(groups):
         raise PlanError(
-            f"--layers {strategy!r}: {len(parts)} lists for {len(groups)} layer groups ({', '.join(groups)})"
+            f"--layers {strategy.text!r}: {len(parts)} lists for {len(groups)} layer groups ({', '.join(groups)})"
         )
-    return parts[groups.index(group)]
+    return LayerList(parts[groups.index(group)])

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from wsel import provenance
-from wsel.axes import compose
+from wsel.axes import DimLabel, compose
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader
+from wsel.checkpoint.transform import transform_chunks
 from wsel.errors import CheckpointError
-from wsel.execute import transform_chunks
-from wsel.select import identity
+from wsel.select import Selection, identity
 
 
 @dataclass
@@ -41,8 +42,8 @@ def verify(teacher: CheckpointIndex, student: CheckpointIndex, block_bytes: int 
             result.mismatches.append(
                 f"teacher file {recorded['file']}: not the file the student was made from (header fingerprint differs)"
             )
-    axes = {name: provenance.selection_from_dict(sel) for name, sel in record["axes"].items()}
-    tensors: dict[str, dict] = record["tensors"]
+    axes = {name: Selection.from_dict(sel) for name, sel in record["axes"].items()}
+    tensors: dict[str, dict[str, Any]] = record["tensors"]
     for name in sorted(set(student.tensors) - set(tensors)):
         result.mismatches.append(f"{name}: in the student but not in its provenance")
     with TensorReader(block_bytes) as reader:
@@ -55,7 +56,12 @@ def verify(teacher: CheckpointIndex, student: CheckpointIndex, block_bytes: int 
 
 
 def _check(
-    name: str, entry: dict, axes: dict, teacher: CheckpointIndex, student: CheckpointIndex, reader: TensorReader
+    name: str,
+    entry: dict[str, Any],
+    axes: dict[str, Selection],
+    teacher: CheckpointIndex,
+    student: CheckpointIndex,
+    reader: TensorReader,
 ) -> str | None:
     mine = student.tensors.get(name)
     source = teacher.tensors.get(entry["teacher"])
@@ -64,7 +70,8 @@ def _check(
     if source is None:
         return f"its teacher tensor {entry['teacher']!r} is not in the teacher"
     try:
-        selections = [compose(label, axes, size) for label, size in zip(entry["dims"], source.shape, strict=True)]
+        dims = zip(entry["dims"], source.shape, strict=True)
+        selections = [compose(DimLabel.parse(label), axes, size) for label, size in dims]
     except ValueError as e:
         return f"cannot rebuild its selection: {e}"
     if tuple(s.size for s in selections) != mine.shape:

@@ -56,7 +56,7 @@ class Header:
     file_size: int
 
 
-class _Object(dict):
+class _Object(dict[str, Any]):
     """A JSON object that remembers the first key it saw twice (JSON allows it; safetensors must not)."""
 
     duplicate: str | None = None

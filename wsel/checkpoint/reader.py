@@ -206,7 +206,8 @@ def _positions(rows: np.ndarray) -> slice | np.ndarray:
     steps = np.diff(rows)
     if len(rows) == 1 or (steps == steps[0]).all():
         return slice(None, None, int(steps[0]) if len(rows) > 1 else 1)
-    return rows - rows[0]
+    offsets: np.ndarray = rows - rows[0]
+    return offsets
 
 
 def _inner_pick(shape: tuple[int, ...], esize: int, sels: Sequence[Selection]) -> Callable[..., np.ndarray]:

@@ -4,25 +4,24 @@ For a shape-manifest or template student whose teacher matches a name set (timm 
 ConvNeXt), each dim gets a semantic label (`hidden@2`, `attn | attn | attn`) and fused dims are
 split into their blocks, so q|k|v rows never mix. Sizes come from the shapes themselves.
 Without a match, dims are labelled by their sizes (the plain generic path).
+
+Each `wsel/arch/names/*.json` is one name set, validated as strictly as the family files.
 """
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from importlib.abc import Traversable
 
-from wsel.axes import AXIS_KINDS
-from wsel.checkpoint.index import CheckpointIndex
+from wsel.arch.data import data_files, read_document, string_list
+from wsel.axes import AXIS_KINDS, DimLabel
+from wsel.errors import ArchDataError
 
-NAMES_DIR = Path(__file__).parent / "arch" / "names"
+_FIELDS: dict[str, type | tuple[type, ...]] = {"name": str, "doc": str, "tensors": dict}
 _AXIS = re.compile(r"^(?P<axis>[a-z_]+)(?:@(?P<stage>stage|stage-1|\d+))?$")
-
-
-class NameSetError(Exception):
-    """A name-set data file is malformed: a bug in wsel's data."""
 
 
 @dataclass(frozen=True)
@@ -31,13 +30,13 @@ class NameSet:
     doc: str
     patterns: tuple[tuple[re.Pattern[str], tuple[tuple[str, ...], ...]], ...]  # name regex, blocks per dim
 
-    def dims(self, tensor: str) -> tuple[tuple[str, ...], ...] | None:
-        """Concrete block labels of each dim (`hidden@2`, `1`), or None when no template matches."""
+    def dims(self, tensor: str) -> tuple[DimLabel, ...] | None:
+        """The label of each dim, concrete for this tensor (`hidden@2`, `1`), or None when no pattern matches."""
         for regex, dims in self.patterns:
             m = regex.match(tensor)
             if m is not None:
                 stage = m.groupdict().get("stage")
-                return tuple(tuple(_concrete(label, stage) for label in dim) for dim in dims)
+                return tuple(DimLabel(tuple((_concrete(block, stage),) for block in dim)) for dim in dims)
         return None
 
 
@@ -47,21 +46,20 @@ def _concrete(label: str, stage: str | None) -> str:
     return label
 
 
-def _load(path: Path) -> NameSet:
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(doc, dict) or set(doc) != {"name", "doc", "tensors"}:
-        raise NameSetError(f"{path}: expected exactly the fields name, doc, tensors")
+def load_name_set(path: Traversable) -> NameSet:
+    """Read and validate one name-set file. Raises ArchDataError naming the file and the problem."""
+    doc = read_document(path, _FIELDS)
     patterns = []
     for pattern, dims in doc["tensors"].items():
         parsed = []
-        for dim in dims:
+        for dim in string_list(path, f"tensors.{pattern}", dims):
             blocks = tuple(b.strip() for b in dim.split("|"))
             for block in blocks:
                 m = _AXIS.match(block)
                 if not block.isdigit() and (m is None or m.group("axis") not in AXIS_KINDS):
-                    raise NameSetError(f"{path}: tensors.{pattern}: unknown axis {block!r}")
+                    raise ArchDataError(f"{path}: tensors.{pattern}: unknown axis {block!r}")
                 if m is not None and m.group("stage") in ("stage", "stage-1") and "{stage}" not in pattern:
-                    raise NameSetError(f"{path}: tensors.{pattern}: {block!r} needs {{stage}} in the name")
+                    raise ArchDataError(f"{path}: tensors.{pattern}: {block!r} needs {{stage}} in the name")
             parsed.append(blocks)
         regex = (
             re.escape(pattern).replace(re.escape("{layer}"), r"\d+").replace(re.escape("{stage}"), r"(?P<stage>\d+)")
@@ -72,17 +70,13 @@ def _load(path: Path) -> NameSet:
 
 @cache
 def all_name_sets() -> tuple[NameSet, ...]:
-    return tuple(_load(p) for p in sorted(NAMES_DIR.glob("*.json")))
+    return tuple(load_name_set(p) for p in data_files("names"))
 
 
-def detect(teacher: CheckpointIndex) -> NameSet | None:
-    """The name set that describes every tensor of the teacher, if one does."""
+def detect_name_set(tensor_names: Iterable[str]) -> NameSet | None:
+    """The name set that describes every one of a teacher's tensors, if one does."""
+    names = list(tensor_names)
     for name_set in all_name_sets():
-        if teacher.tensors and all(name_set.dims(n) is not None for n in teacher.tensors):
+        if names and all(name_set.dims(n) is not None for n in names):
             return name_set
     return None
-
-
-def base_axis(label: str) -> str:
-    """`hidden@2` → `hidden`."""
-    return label.split("@")[0]

@@ -17,10 +17,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from wsel.axes import DimLabel, literal_size
 from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
-from wsel.plan import Plan
+from wsel.plan.model import Plan
 
 
 def compute_scores(plan: Plan, block_bytes: int = DEFAULT_BLOCK_BYTES) -> dict[str, np.ndarray]:
@@ -29,7 +30,6 @@ def compute_scores(plan: Plan, block_bytes: int = DEFAULT_BLOCK_BYTES) -> dict[s
     scores: dict[str, np.ndarray] = {}
     with TensorReader(block_bytes) as reader:
         for tensor in plan.written:
-            assert tensor.source is not None
             wanted = [d for d, sel in enumerate(tensor.selections) if not sel.is_identity]
             if not wanted or DTYPES[tensor.source.dtype].kind not in ("float", "complex"):
                 continue
@@ -76,7 +76,7 @@ def _row_blocks(reader: TensorReader, info: TensorInfo) -> Iterator[np.ndarray]:
         yield values.to(torch.float64).numpy().reshape((rows, *info.shape[1:]))
 
 
-def split_label(label: str, values: np.ndarray, sizes: dict[str, int]) -> list[tuple[str, np.ndarray]]:
+def split_label(label: DimLabel, values: np.ndarray, sizes: dict[str, int]) -> list[tuple[str, np.ndarray]]:
     """Distribute one dim's per-index scores over the axes its label names.
 
     `heads[0]*head_dim | kv_heads[0]*head_dim`: split into blocks, reshape each block to
@@ -84,11 +84,10 @@ def split_label(label: str, values: np.ndarray, sizes: dict[str, int]) -> list[t
     """
     result: list[tuple[str, np.ndarray]] = []
     offset = 0
-    for block in (b.strip() for b in label.split("|")):
-        factors = [f.strip() for f in block.split("*")]
+    for factors in label.blocks:
         shape = [_factor_size(f, sizes) for f in factors]
         size = math.prod(shape)
-        part = values[offset : offset + size].reshape(shape)
+        part = values[offset : offset + size].reshape(shape)  # [factor sizes...]
         offset += size
         for i, factor in enumerate(factors):
             if factor in sizes and not factor.isdigit():
@@ -98,8 +97,10 @@ def split_label(label: str, values: np.ndarray, sizes: dict[str, int]) -> list[t
 
 
 def _factor_size(factor: str, sizes: dict[str, int]) -> int:
+    """The teacher size of a factor: a recorded axis, or a size the factor states (`384`, `384→192`)."""
     if factor in sizes:
         return sizes[factor]
-    if factor.isdigit():
-        return int(factor)
-    return int(factor.split("→")[0])  # a generic size label such as `384→192` or `384`
+    size = literal_size(factor)
+    if size is None:
+        raise ValueError(f"axis {factor!r} has no recorded size")
+    return size

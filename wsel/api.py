@@ -1,0 +1,127 @@
+"""wsel as a library: what the commands do, as functions. `import wsel` re-exports these (lazily).
+
+    import wsel
+
+    teacher = wsel.open_teacher("Llama-3-8B/")                       # headers only
+    plan = wsel.build_plan(teacher, sets={"num_hidden_layers": 16})  # every decision, nothing read yet
+    stats = wsel.write_student(plan, "small/")                      # streams the selected bytes
+    assert wsel.verify_student(teacher, "small/").ok                 # bit for bit
+
+Every function raises a `wsel.WselError` subclass with a one-line message for bad input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from wsel.checkpoint.index import CheckpointIndex, open_checkpoint
+from wsel.checkpoint.output import DEFAULT_MAX_SHARD_SIZE
+from wsel.checkpoint.reader import Read
+from wsel.errors import SpecError
+from wsel.hfconfig import TeacherConfig, load_config, parse_set
+from wsel.plan import Plan, PlanOptions, make_plan
+from wsel.spec import TensorListStudent, load_spec, student_from_config
+from wsel.stats import ProgressCallback, Stats
+from wsel.verify import VerifyResult
+
+PathArg = str | os.PathLike[str]
+Teacher = PathArg | CheckpointIndex
+
+
+def open_teacher(path: PathArg) -> CheckpointIndex:
+    """A safetensors checkpoint (a `.safetensors` file, a Hugging Face folder, single-file or sharded, or a
+    `model.safetensors.index.json`), as every tensor's name, dtype, shape and byte range. Reads headers only."""
+    return open_checkpoint(path)
+
+
+def build_plan(
+    teacher: Teacher,
+    student: PathArg | None = None,
+    *,
+    sets: Iterable[str] | Mapping[str, Any] = (),
+    teacher_config: PathArg | None = None,
+    options: PlanOptions | None = None,
+) -> Plan:
+    """Plan the student: for every student tensor, its teacher tensor and the indices kept on each dim.
+
+    `student` is a Hugging Face config.json, a shape manifest `.json`, a template `.safetensors` (its header
+    only) or `-` for standard input. `sets` overrides keys of a config.json student (`{"hidden_size": 512}`,
+    or `["hidden_size=512"]` as the command line gives them); without `student`, the student is the
+    teacher's config.json with these overrides. `teacher_config` names the teacher's config.json when it is
+    not in the teacher's folder. Reads headers and configs only (and, for `elements="magnitude"`, the
+    teacher's weights, streaming)."""
+    index = teacher if isinstance(teacher, CheckpointIndex) else open_checkpoint(teacher)
+    options = options or PlanOptions()
+    if student is None and not sets:
+        raise SpecError(
+            "no student given: pass --student-config, or --set KEY=VALUE to derive it from the teacher's config"
+        )
+    given = load_spec(os.fspath(student)) if student is not None else None
+    if isinstance(given, TensorListStudent):
+        if sets:
+            raise SpecError(f"{given.source}: --set applies to Hugging Face config.json students, not a {given.kind}")
+        return make_plan(index, given, options)
+
+    config_path = Path(teacher_config) if teacher_config is not None else index.folder / "config.json"
+    if not config_path.is_file():
+        raise SpecError(
+            f"{config_path}: teacher config.json not found; pass --teacher-config PATH "
+            "(a config.json student needs the teacher's config)"
+        )
+    t_config = TeacherConfig(load_config(config_path), str(config_path))
+    overrides = list(sets.items()) if isinstance(sets, Mapping) else [parse_set(s) for s in sets]
+    config_student = student_from_config(given, t_config.config, overrides, config_path)
+    return make_plan(index, config_student, options, t_config)
+
+
+def write_student(
+    plan: Plan,
+    output: PathArg,
+    *,
+    force: bool = False,
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    on_progress: ProgressCallback | None = None,
+) -> Stats:
+    """Write the planned student: `NAME.safetensors` for one file, else a folder (`model.safetensors`, or
+    shards and an index, plus config.json and tokenizer files for a config.json student); a path ending in
+    `/` is always a folder. Nothing under `output` changes unless the whole student was written; an existing
+    checkpoint is replaced only with `force`. `on_progress` is called with each number of bytes written."""
+    from wsel import execute
+
+    folder = True if isinstance(output, str) and output.endswith(("/", os.sep)) else None
+    return execute.run(plan, Path(output), force=force, max_shard_size=max_shard_size, on_progress=on_progress,
+                       folder=folder)  # fmt: skip
+
+
+def verify_student(teacher: Teacher, student: Teacher) -> VerifyResult:
+    """Check, streaming, that every tensor of a student written by wsel equals its recorded selection of
+    `teacher`, bit for bit. `.ok` is the answer; `.mismatches` names the first differences."""
+    from wsel.verify import verify
+
+    teacher_index = teacher if isinstance(teacher, CheckpointIndex) else open_checkpoint(teacher)
+    student_index = student if isinstance(student, CheckpointIndex) else open_checkpoint(student)
+    return verify(teacher_index, student_index)
+
+
+def plan_report(plan: Plan, stats: Stats | None = None, command: str | None = None) -> dict[str, Any]:
+    """The report as plain JSON-able data (the `--json` document; keys documented in README.md)."""
+    from wsel import report
+
+    return report.plan_report(plan, stats, command or ("init" if stats is not None else "inspect"))
+
+
+def teacher_report(teacher: Teacher) -> dict[str, Any]:
+    """What a checkpoint holds (`wsel inspect` without a student), and for a wsel output how it was made."""
+    from wsel import report
+
+    return report.teacher_report(teacher if isinstance(teacher, CheckpointIndex) else open_checkpoint(teacher))
+
+
+def read_schedule(plan: Plan) -> list[Read]:
+    """The teacher byte ranges (file, offset, length) that `write_student(plan, ...)` reads, in order."""
+    from wsel import execute
+
+    return list(execute.read_schedule(plan))

@@ -1,0 +1,171 @@
+"""Architecture families: tensor templates with an axis expression per dim, and how to read sizes from config.json.
+
+Each `wsel/arch/*.json` describes one family. Files are validated strictly when loaded
+(unknown keys, unknown axes and bad expressions fail), so a typo can never be silently ignored.
+Adding a family touches no code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib.abc import Traversable
+
+from wsel.arch.data import data_files, read_document, string_list
+from wsel.axes import AXIS_KINDS, DimExpr, parse_dim
+from wsel.errors import ArchDataError
+from wsel.hfconfig import check_expression
+
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "doc": str,
+    "model_types": list,
+    "sizes": dict,
+    "rope": (dict, type(None)),
+    "prefixes": list,
+    "tensors": dict,
+    "tied": dict,
+    "tie_key": (str, type(None)),
+    "embeddings": list,
+    "in_out_weights": list,
+    "layer_lists": list,
+    "ignore": list,
+}
+_ROPE_FIELDS = {"partial_rotary_factor"}
+_REQUIRED_SIZES = {"hidden", "layers", "heads", "kv_heads", "head_dim"}
+
+
+@dataclass(frozen=True)
+class Template:
+    """One tensor name pattern (`{p}` = model prefix, `{layer}` = layer index) and its dims."""
+
+    pattern: str
+    dims: tuple[DimExpr, ...]
+
+    @property
+    def per_layer(self) -> bool:
+        return "{layer}" in self.pattern
+
+    def name(self, prefix: str, layer: int | None = None) -> str:
+        return self.pattern.replace("{p}", prefix).replace("{layer}", "" if layer is None else str(layer))
+
+    def regex(self, prefix: str) -> re.Pattern[str]:
+        escaped = re.escape(self.pattern.replace("{p}", prefix)).replace(re.escape("{layer}"), r"(?P<layer>\d+)")
+        return re.compile(f"^{escaped}$")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    doc: str
+    model_types: tuple[str, ...]
+    sizes: dict[str, tuple[str, ...]]  # axis → config expressions, first present wins
+    rope_fraction: tuple[str, ...] | None  # expressions for the rotary share of head_dim; None: no RoPE
+    prefixes: tuple[str, ...]  # candidates for `{p}`, the base model's prefix
+    templates: tuple[Template, ...]
+    tied: dict[str, str]  # template → template it equals when embeddings are tied
+    tie_key: str | None  # config key saying whether embeddings are tied
+    embeddings: tuple[str, ...]  # lookup tables: their dims are not inputs of a product (never rescaled)
+    in_out_weights: tuple[str, ...]  # weights stored [in, out] (GPT-2 Conv1D); others are [out, in, ...]
+    layer_lists: tuple[str, ...]  # config keys holding one entry per layer
+    ignore: tuple[str, ...]  # teacher tensors (patterns) that are buffers, never written
+    source: str  # the data file's name, for messages
+
+    def template(self, pattern: str) -> Template:
+        return next(t for t in self.templates if t.pattern == pattern)
+
+    def input_dim(self, template: Template) -> int | None:
+        """The dim a weight multiplies its input along (None: no product, e.g. norms, biases, embeddings)."""
+        if len(template.dims) < 2 or not template.pattern.endswith("weight") or template.pattern in self.embeddings:
+            return None
+        return 0 if template.pattern in self.in_out_weights else 1
+
+
+def load_family(path: Traversable) -> Architecture:
+    """Read and validate one family file. Raises ArchDataError naming the file and the problem."""
+
+    def fail(problem: str) -> ArchDataError:
+        return ArchDataError(f"{path}: {problem}")
+
+    doc = read_document(path, _FIELDS)
+    for key in ("model_types", "prefixes", "embeddings", "in_out_weights", "layer_lists", "ignore"):
+        string_list(path, key, doc[key])
+
+    sizes: dict[str, tuple[str, ...]] = {}
+    for axis, alternatives in doc["sizes"].items():
+        if axis not in AXIS_KINDS and axis != "layers":
+            raise fail(f"sizes: unknown axis {axis!r}; known: {', '.join(sorted(AXIS_KINDS))}")
+        if not isinstance(alternatives, list) or not alternatives or not all(isinstance(a, str) for a in alternatives):
+            raise fail(f"sizes.{axis}: expected a non-empty list of expressions")
+        for expression in alternatives:
+            try:
+                check_expression(expression)
+            except (SyntaxError, ValueError) as e:
+                raise fail(f"sizes.{axis}: {e}") from None
+        sizes[axis] = tuple(alternatives)
+    if not _REQUIRED_SIZES <= set(sizes):
+        raise fail(f"sizes must define {sorted(_REQUIRED_SIZES - set(sizes))}")
+
+    rope = doc["rope"]
+    if rope is not None and set(rope) != _ROPE_FIELDS:
+        raise fail(f"rope: expected exactly {sorted(_ROPE_FIELDS)}")
+    if rope is not None:
+        string_list(path, "rope.partial_rotary_factor", rope["partial_rotary_factor"])
+
+    templates = []
+    for pattern, dims in doc["tensors"].items():
+        if not isinstance(dims, list) or not all(isinstance(d, str) for d in dims):
+            raise fail(f"tensors.{pattern}: expected a list of dim expressions")
+        try:
+            parsed = tuple(parse_dim(d) for d in dims)
+        except ValueError as e:
+            raise fail(f"tensors.{pattern}: {e}") from None
+        for axis in {a for d in parsed for block in d for a in block if not a.isdigit()}:
+            if axis not in sizes and axis != "v_head_dim":
+                raise fail(f"tensors.{pattern}: axis {axis!r} has no entry in sizes")
+        templates.append(Template(pattern, parsed))
+    patterns = {t.pattern for t in templates}
+    for key in ("embeddings", "in_out_weights"):
+        for pattern in doc[key]:
+            if pattern not in patterns:
+                raise fail(f"{key}: {pattern!r} is not a tensor of this file")
+    for alias, target in doc["tied"].items():
+        if not isinstance(target, str) or alias not in patterns or target not in patterns:
+            raise fail(f"tied: {alias!r} → {target!r} must both be tensors of this file")
+    return Architecture(
+        name=doc["name"],
+        doc=doc["doc"],
+        model_types=tuple(doc["model_types"]),
+        sizes=sizes,
+        rope_fraction=tuple(rope["partial_rotary_factor"]) if rope else None,
+        prefixes=tuple(doc["prefixes"]),
+        templates=tuple(templates),
+        tied=dict(doc["tied"]),
+        tie_key=doc["tie_key"],
+        embeddings=tuple(doc["embeddings"]),
+        in_out_weights=tuple(doc["in_out_weights"]),
+        layer_lists=tuple(doc["layer_lists"]),
+        ignore=tuple(doc["ignore"]),
+        source=path.name,
+    )
+
+
+@cache
+def all_architectures() -> tuple[Architecture, ...]:
+    archs = tuple(load_family(p) for p in data_files())
+    seen: dict[str, str] = {}
+    for arch in archs:
+        for model_type in arch.model_types:
+            if model_type in seen:
+                raise ArchDataError(f"model_type {model_type!r} is claimed by {seen[model_type]} and {arch.name}")
+            seen[model_type] = arch.name
+    return archs
+
+
+def for_model_type(model_type: str) -> Architecture | None:
+    return next((a for a in all_architectures() if model_type in a.model_types), None)
+
+
+def supported_model_types() -> list[str]:
+    return sorted(m for a in all_architectures() for m in a.model_types)

@@ -1,0 +1,78 @@
+"""A Hugging Face model folder around the weights: the student's config.json, and the tokenizer and
+generation files copied from the teacher's folder. Planning decides them (`FolderFiles`); the run writes
+them beside the weights of a folder output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wsel.layers import LayerMap
+
+CONFIG_FILE = "config.json"
+
+# Files of a Hugging Face model folder that describe the tokenizer and generation, copied as they are.
+COMPANION_FILES = (
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+)
+
+
+@dataclass(frozen=True)
+class FolderFiles:
+    """What a config.json student's folder holds beside the weights."""
+
+    config: dict[str, Any]  # the student's config.json
+    companions: tuple[Path, ...]  # teacher-folder files copied as they are (tokenizer, generation, ...)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (CONFIG_FILE, *(f.name for f in self.companions))
+
+    def contents(self) -> Iterator[tuple[str, bytes]]:
+        """(file name, bytes) of each file: config.json (keys sorted, as transformers writes it), then the copies."""
+        yield CONFIG_FILE, (json.dumps(self.config, indent=2, sort_keys=True) + "\n").encode()
+        for source in self.companions:
+            yield source.name, source.read_bytes()
+
+
+def companion_files(folder: Path) -> tuple[Path, ...]:
+    """The companion files present in a teacher folder."""
+    return tuple(folder / name for name in COMPANION_FILES if (folder / name).is_file())
+
+
+def student_config_json(
+    student_config: dict[str, Any],
+    layer_lists: Iterable[str] = (),
+    teacher_config: dict[str, Any] | None = None,
+    layer_map: LayerMap | None = None,
+) -> dict[str, Any]:
+    """The student's config.json: as given, less the teacher's hub name (the student is not that model);
+    per-layer lists (`layer_lists`: config keys with one entry per layer, e.g. `layer_types`) that the
+    student left at the teacher's length follow the layer map."""
+    config = {k: v for k, v in student_config.items() if k != "_name_or_path"}
+    if teacher_config is None or layer_map is None:
+        return config
+    for key in layer_lists:
+        values = teacher_config.get(key)
+        if (
+            isinstance(values, list)
+            and len(values) == layer_map.teacher_count
+            and len(config.get(key) or []) != len(layer_map.mapping)
+        ):
+            config[key] = [values[t] for t in layer_map.kept]
+    return config

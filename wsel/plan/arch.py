@@ -1,0 +1,173 @@
+"""Planning with architecture data: student tensors derived from a Hugging Face config.json.
+
+The teacher's tensors are matched to the family's templates and checked against the teacher's
+config; the student's tensors are the same templates at the student's sizes, and every dim is
+selected through the one AxisSelector, so each axis has one index set everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wsel.arch import Architecture, Template
+from wsel.axes import AXIS_KINDS, DimLabel, dim_size
+from wsel.checkpoint.header import TensorInfo
+from wsel.checkpoint.index import CheckpointIndex
+from wsel.errors import PlanError, SpecError
+from wsel.hfconfig import TeacherConfig, first_value, read_sizes, size_keys
+from wsel.hffolder import FolderFiles, companion_files, student_config_json
+from wsel.layers import LayerMap, make_layer_map
+from wsel.plan.base import Planner
+from wsel.plan.model import ExcludedTensor, Plan, PlanOptions, WrittenTensor
+from wsel.selector import AxisSelector, check_sizes
+from wsel.spec import ConfigStudent, StudentTensor
+
+TeacherTensors = dict[tuple[str, int | None], TensorInfo]  # (template pattern, layer or None) → teacher tensor
+
+
+class ArchPlanner(Planner):
+    """One pass over a family's templates: sizes from both configs, the teacher's tensors matched, one selector."""
+
+    def __init__(
+        self,
+        teacher: CheckpointIndex,
+        arch: Architecture,
+        teacher_config: TeacherConfig,
+        student: ConfigStudent,
+        options: PlanOptions,
+        scores: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__(teacher, options, scores)
+        self.arch, self.teacher_config, self.student = arch, teacher_config, student
+        where = teacher_config.source
+        self.t_sizes = read_sizes(arch.sizes, teacher_config.config, where)
+        self.s_sizes = read_sizes(arch.sizes, student.config, student.source)
+        self.keys = size_keys(arch.sizes)  # the config key users set for each axis, for messages
+        for axis in ("hidden", "layers", "heads", "kv_heads", "head_dim"):
+            for who, sizes, source in (("teacher", self.t_sizes, where), ("student", self.s_sizes, student.source)):
+                if axis not in sizes:
+                    raise SpecError(f"{source}: {who} config has no {self.keys[axis]} ({arch.name} needs it)")
+        self.s_sizes["v_head_dim"], self.t_sizes["v_head_dim"] = self.s_sizes["head_dim"], self.t_sizes["head_dim"]
+        check_sizes({a: self.t_sizes[a] for a in self.t_sizes if a in self.s_sizes}, self.s_sizes, self.keys)
+
+        self.prefix = self._detect_prefix()
+        self.found = self._match_teacher()
+        self.layer_map = self._layer_map()
+        rotary = None
+        if arch.rope_fraction is not None:
+            rotary = float(first_value(arch.rope_fraction, teacher_config.config) or 1.0)
+        self.selector = AxisSelector(self.t_sizes, self.s_sizes, rotary, options.attention, self.elements)
+
+    def plan(self) -> Plan:
+        """Every template at the student's sizes, for every student layer, in template order."""
+        arch, student_ties = self.arch, self._ties()
+        written: list[WrittenTensor] = []
+        excluded: list[ExcludedTensor] = []
+        for template in arch.templates:
+            if template.pattern in arch.tied and student_ties:
+                continue  # the student reads this tensor from its tied embedding
+            layers: list[int | None] = list(range(self.s_sizes["layers"])) if template.per_layer else [None]
+            for layer in layers:
+                teacher_layer = None if layer is None else self.layer_map.teacher_index(layer)
+                source = self.found.get((template.pattern, teacher_layer))
+                if source is None and template.pattern in arch.tied:
+                    source = self.found.get((arch.tied[template.pattern], None))
+                if source is None:
+                    continue  # not part of this checkpoint (optional bias, other head, ...)
+                shape = tuple(dim_size(d, self.s_sizes) for d in template.dims)
+                tensor = StudentTensor(template.name(self.prefix, layer), shape, None)
+                if self.is_excluded(tensor.name):
+                    excluded.append(self.exclusion(tensor))
+                else:
+                    written.append(self._tensor(tensor, source, template, layer))
+
+        config = student_config_json(self.student.config, arch.layer_lists, self.teacher_config.config, self.layer_map)
+        return Plan(
+            self.teacher,
+            self.student,
+            tuple(StudentTensor(t.name, t.shape, None) for t in written),
+            self.options,
+            self.in_storage_order(written),
+            tuple(excluded),
+            (self.layer_map,),
+            dict(sorted(self.selector.chosen.items())),
+            arch.name,
+            tuple(self.warnings),
+            FolderFiles(config, companion_files(self.teacher.folder)),
+        )
+
+    def _tensor(
+        self, tensor: StudentTensor, source: TensorInfo, template: Template, layer: int | None
+    ) -> WrittenTensor:
+        t_sizes, s_sizes, keys = self.t_sizes, self.s_sizes, self.keys
+        for dim in template.dims:
+            for axis in (a for block in dim for a in block if not a.isdigit()):
+                if AXIS_KINDS[axis] == "equal" and t_sizes[axis] != s_sizes[axis]:
+                    fix = f"--exclude '{tensor.name}'" if axis == "classes" else f"keep {keys[axis]}={t_sizes[axis]}"
+                    raise PlanError(
+                        f"student tensor {tensor.name!r}: {axis} ({keys[axis]}) is {s_sizes[axis]} but the teacher's "
+                        f"is {t_sizes[axis]}; this axis is never subsampled: {fix}"
+                    )
+        chosen = [self.selector.dim(dim, layer) for dim in template.dims]
+        selections = tuple(sel for sel, _, _ in chosen)
+        texts = tuple(text for _, text, _ in chosen)
+        axes = tuple(label for _, _, label in chosen)
+        return self.written(tensor, source, selections, axes, texts, self.arch.input_dim(template))
+
+    def _detect_prefix(self) -> str:
+        """The `{p}` under which the teacher stores its base model (`model.`, `bert.`, or none)."""
+
+        def matches(prefix: str) -> int:
+            regexes = [t.regex(prefix) for t in self.arch.templates if "{p}" in t.pattern]
+            return sum(1 for name in self.teacher.tensors if any(r.match(name) for r in regexes))
+
+        return max(self.arch.prefixes, key=matches)
+
+    def _match_teacher(self) -> TeacherTensors:
+        """Every teacher tensor → (template, layer), its shape checked against the teacher's config."""
+        arch, prefix, sizes, where = self.arch, self.prefix, self.t_sizes, self.teacher_config.source
+        regexes = [(t, t.regex(prefix)) for t in arch.templates]
+        ignored = [Template(p, ()).regex(prefix) for p in arch.ignore]
+        found: TeacherTensors = {}
+        for name, info in self.teacher.tensors.items():
+            if any(r.match(name) for r in ignored):
+                continue
+            match = next(((t, m) for t, r in regexes if (m := r.match(name))), None)
+            if match is None:
+                raise PlanError(
+                    f"teacher tensor {name!r} is not described by the {arch.name} architecture data ({arch.source}); "
+                    "give the student as a shape manifest instead"
+                )
+            template, m = match
+            layer = int(m.group("layer")) if template.per_layer else None
+            if layer is not None and layer >= sizes["layers"]:
+                raise PlanError(f"teacher tensor {name!r} is layer {layer} but {where} says {sizes['layers']} layers")
+            missing = sorted({a for d in template.dims for b in d for a in b if not a.isdigit() and a not in sizes})
+            if missing:
+                raise PlanError(f"teacher tensor {name!r} needs {', '.join(missing)}, which {where} does not define")
+            expected = tuple(dim_size(d, sizes) for d in template.dims)
+            if info.shape != expected:
+                dims = ", ".join(str(DimLabel.of(d, None)) for d in template.dims)
+                raise PlanError(
+                    f"teacher tensor {name!r} is {list(info.shape)} but {where} implies {list(expected)} "
+                    f"({dims}); is this the teacher's config?"
+                )
+            found[(template.pattern, layer)] = info
+        return found
+
+    def _layer_map(self) -> LayerMap:
+        pattern = next((t.pattern for t in self.arch.templates if t.per_layer), "layers.{layer}.")
+        group = pattern.replace("{p}", self.prefix).split(".{layer}")[0]
+        students, teachers = list(range(self.s_sizes["layers"])), list(range(self.t_sizes["layers"]))
+        return make_layer_map(group, students, teachers, self.options.layers)
+
+    def _ties(self) -> bool:
+        """Whether the student ties its output embedding: its config says so, else the teacher's, else
+        whether the teacher checkpoint lacks the tied tensor."""
+        tie_key = self.arch.tie_key
+        if tie_key is None:
+            return False
+        for config in (self.student.config, self.teacher_config.config):
+            if isinstance(config.get(tie_key), bool):
+                return bool(config[tie_key])
+        return not any((alias, None) in self.found for alias in self.arch.tied)

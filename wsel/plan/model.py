@@ -1,0 +1,112 @@
+"""The Plan: every decision about the student, made before any tensor data is read.
+
+A Plan is a pure value (headers in, a printable value out): `inspect`, `init`, the report, the provenance
+and the tests all read it, and nothing re-derives what it says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from wsel.axes import DimLabel
+from wsel.checkpoint.dtypes import DTYPES, byte_length
+from wsel.checkpoint.header import TensorInfo
+from wsel.checkpoint.index import CheckpointIndex
+from wsel.errors import PlanError
+from wsel.hffolder import FolderFiles
+from wsel.layers import LayerMap
+from wsel.select import Selection
+from wsel.selector import Attention
+from wsel.spec import Student, StudentTensor
+from wsel.strategies import ELEMENT_STRATEGIES, ElementStrategyName, LayerStrategy, parse_layer_strategy
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How to select. Field order is the order the report lists them in."""
+
+    layers: LayerStrategy = "first"  # which teacher layers: the paper's first-N (a str is parsed: "0,2,4,6")
+    elements: ElementStrategyName = "uniform"  # which indices of each axis: the paper's rule, bit-exact
+    dtype: str | None = None  # cast floating tensors to this safetensors dtype; None keeps the teacher's bytes
+    exclude: tuple[str, ...] = ()  # globs of student tensors left to the student's own init (paper: `head*`)
+    attention: Attention = "structured"  # with architecture data: whole heads, GQA groups, RoPE pairs; or "flat"
+    seed: int = 0  # for the random element strategy
+    rescale: bool = False  # multiply weights whose input dim shrank by sqrt(teacher / student) (weight subcloning)
+
+    def __post_init__(self) -> None:
+        # Options also come from Python callers: refuse what the types promise cannot happen.
+        if isinstance(self.layers, str):
+            object.__setattr__(self, "layers", parse_layer_strategy(self.layers))
+        if self.elements not in ELEMENT_STRATEGIES:
+            raise PlanError(f"unknown element strategy {self.elements!r}; use one of {', '.join(ELEMENT_STRATEGIES)}")
+        if self.attention not in ("structured", "flat"):
+            raise PlanError(f"unknown attention {self.attention!r}; use structured or flat")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise PlanError(f"unknown dtype {self.dtype!r}; use a safetensors dtype such as BF16")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": str(self.layers),
+            "elements": self.elements,
+            "dtype": self.dtype,
+            "exclude": list(self.exclude),
+            "attention": self.attention,
+            "seed": self.seed,
+            "rescale": self.rescale,
+        }
+
+
+@dataclass(frozen=True)
+class WrittenTensor:
+    """A student tensor read from the teacher: its source, and which indices of each dim it keeps."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # the dtype written
+    action: Literal["select", "copy"]  # copy: the teacher tensor as it is (every dim whole, values unchanged)
+    source: TensorInfo  # the teacher tensor read
+    selections: tuple[Selection, ...]  # one per dim, over the teacher's dim
+    axes: tuple[DimLabel, ...]  # the logical axes of each dim
+    texts: tuple[str, ...]  # how each dim was selected, for people: `0:384:2`, `heads[0:8:2]×head_dim[copy]`
+    scale: float | None = None  # --rescale: the factor sqrt(T_in / S_in) applied to the values
+
+    @property
+    def nbytes(self) -> int:
+        return byte_length(self.dtype, math.prod(self.shape))
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class ExcludedTensor:
+    """A student tensor left to the student's own init (`--exclude`)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # as the student config gave it ("" when it did not)
+    reason: str
+    action: ClassVar[Literal["exclude"]] = "exclude"
+
+
+@dataclass(frozen=True)
+class Plan:
+    teacher: CheckpointIndex
+    student: Student  # as the user gave it
+    student_tensors: tuple[StudentTensor, ...]  # the student's tensors: as given, or derived from its config
+    options: PlanOptions
+    written: tuple[WrittenTensor, ...]  # in the teacher's storage order, so that reads go front to back
+    excluded: tuple[ExcludedTensor, ...]  # in the student's order
+    layer_maps: tuple[LayerMap, ...]
+    axes: dict[str, Selection]  # every axis's one Selection, by axis name, sorted
+    path: str  # how it was planned: "generic", a name set ("timm_vit") or an architecture ("llama")
+    warnings: tuple[str, ...] = ()
+    folder_files: FolderFiles | None = None  # config.json and tokenizer files beside a folder output
+
+    @property
+    def tensors(self) -> tuple[WrittenTensor | ExcludedTensor, ...]:
+        """Every student tensor: the written ones, then the excluded ones."""
+        return self.written + self.excluded

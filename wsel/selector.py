@@ -1,0 +1,152 @@
+"""The selector: one Selection per axis (and layer), reused by every tensor dim that carries the axis.
+
+Consistency (the paper's finding that matters most) holds by construction: a dim's selection is composed
+from its axes' selections, each chosen once. Attention is structured: whole heads, query heads with their
+GQA key/value group, RoPE pairs and frequencies kept (`rope_head_dim`); `flat` applies the element
+strategy to whole attention dims by size, as the paper's code does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from wsel import select
+from wsel.axes import AXIS_KINDS, DimExpr, DimLabel, axis_name, compose, dim_size, size_label
+from wsel.errors import PlanError
+from wsel.select import Selection
+from wsel.strategies import ElementStrategy, top_indices
+
+# With architecture data: keep whole heads, GQA groups and RoPE pairs; or the paper's per-dim rule.
+Attention = Literal["structured", "flat"]
+
+
+def rope_head_dim(teacher: int, student: int, rotary_fraction: float) -> Selection:
+    """Dims kept inside each q/k head so that RoPE still pairs and rotates them as in the teacher.
+
+    rotate_half pairs dim i with i + r/2 (r = rotary dims). Keeping every k-th pair (k = r / r')
+    from 0 in both halves keeps the pairs together, and pair i' of the student then has the
+    teacher's frequency theta^(-2 i' k / r) = theta^(-2 i' / r'), with the same rope_theta.
+    Non-rotary dims (partial rotary) are selected by the paper's rule.
+    """
+    rotary_t, rotary_s = int(teacher * rotary_fraction), int(student * rotary_fraction)
+    if not _rope_ok(teacher, student, rotary_fraction):
+        working = [d for d in range(2, teacher + 1, 2) if _rope_ok(teacher, d, rotary_fraction)]
+        raise PlanError(
+            f"head_dim {teacher} → {student} cannot keep RoPE pairs and frequencies "
+            f"(rotary dims {rotary_t} → {rotary_s}); head_dim sizes that work: {', '.join(map(str, working))}"
+        )
+    step = rotary_t // rotary_s
+    half_t, half_s = rotary_t // 2, rotary_s // 2
+    first = np.arange(half_s) * step  # [rotary_s / 2]
+    kept = [first, half_t + first]
+    if teacher > rotary_t:
+        kept.append(rotary_t + select.uniform(teacher - rotary_t, student - rotary_s).indices())
+    return select.from_indices(teacher, np.concatenate(kept), origin="rope")
+
+
+def _rope_ok(teacher: int, student: int, fraction: float) -> bool:
+    rt, rs = int(teacher * fraction), int(student * fraction)
+    return rs > 0 and rs % 2 == 0 and rt % rs == 0 and (teacher - rt) >= (student - rs)
+
+
+@dataclass
+class AxisSelector:
+    """Chooses one Selection per (axis, layer) and reuses it for every tensor that carries the axis."""
+
+    teacher: dict[str, int]
+    student: dict[str, int]
+    rotary_fraction: float | None  # None: no RoPE in this architecture
+    attention: Attention = "structured"
+    elements: ElementStrategy = field(default_factory=ElementStrategy)
+    chosen: dict[str, Selection] = field(default_factory=dict)  # axis name → Selection, for the report
+
+    def axis(self, axis: str, layer: int | None) -> Selection:
+        name = axis_name(axis, layer)
+        if name not in self.chosen:
+            self.chosen[name] = self._choose(axis, layer)
+        return self.chosen[name]
+
+    def _choose(self, axis: str, layer: int | None) -> Selection:
+        t, s = self.teacher[_size_key(axis)], self.student[_size_key(axis)]
+        kind = AXIS_KINDS[axis]
+        if kind == "equal":
+            return select.identity(t)
+        if kind == "truncate":
+            return Selection(t, 0, 1, s)
+        if axis == "heads":
+            return self._query_heads(layer)
+        if axis == "head_dim" and self.rotary_fraction is not None and s != t:
+            return rope_head_dim(t, s, self.rotary_fraction)  # a structural constraint: no strategy applies
+        return self.elements.choose(axis_name(axis, layer), t, s)
+
+    def _query_heads(self, layer: int | None) -> Selection:
+        """GQA: the kept key/value heads first, then within each kept group the query heads it serves."""
+        group_t = self.teacher["heads"] // self.teacher["kv_heads"]
+        group_s = self.student["heads"] // self.student["kv_heads"]
+        kv = self.axis("kv_heads", layer).indices()  # [student kv heads]
+        name = axis_name("heads", layer)
+        if self.elements.name == "magnitude":  # the best-scoring query heads of each kept group
+            scores = self.elements.score(name, self.teacher["heads"]).reshape(-1, group_t)  # [kv heads, group]
+            within = np.stack([top_indices(scores[g], group_s) for g in kv])  # [student kv heads, group_s]
+        else:  # one pattern for every group
+            within = self.elements.choose(f"{name}/group", group_t, group_s).indices()[None, :]
+        kept = (kv[:, None] * group_t + within).ravel()
+        return select.from_indices(self.teacher["heads"], kept, origin=self.elements.name)
+
+    def dim(self, dim: DimExpr, layer: int | None) -> tuple[Selection, str, DimLabel]:
+        """The Selection over one tensor dim, how it was made (for people) and its axis label."""
+        t, s = dim_size(dim, self.teacher), dim_size(dim, self.student)
+        axes = [a for block in dim for a in block if not a.isdigit()]
+        protected = any(AXIS_KINDS[a] in ("equal", "truncate") for a in axes)
+        if self.attention == "flat" and not protected:
+            name = size_label(t, s)  # the paper's rule knows dims by size only
+            if name not in self.chosen:
+                self.chosen[name] = self.elements.choose(name, t, s)
+            return self.chosen[name], self.chosen[name].describe(), DimLabel.single(name)
+        for axis in axes:
+            self.axis(axis, layer)
+        label = DimLabel.of(dim, layer)
+        selection = compose(label, self.chosen, t)
+        if len(dim) == 1 and len(dim[0]) == 1:
+            return selection, selection.describe(), label
+        texts = ["copy" if block[0].isdigit() else "×".join(f"{a}[{self.axis(a, layer).describe()}]" for a in block)
+                 for block in dim]  # fmt: skip
+        return selection, " | ".join(texts), label
+
+
+def _size_key(axis: str) -> str:
+    return "head_dim" if axis == "v_head_dim" else axis
+
+
+def check_sizes(teacher: dict[str, int], student: dict[str, int], keys: dict[str, str]) -> None:
+    """Refuse a student that no selection can make. `keys` names each axis's config key for messages."""
+
+    def name(axis: str) -> str:
+        return f"{axis} ({keys[axis]})" if axis in keys else axis
+
+    for axis in sorted(set(teacher) & set(student)):
+        t, s = teacher[axis], student[axis]
+        kind = AXIS_KINDS.get(axis, "width")
+        if kind == "equal" and s != t:
+            fix = "--exclude the tensors that carry it" if axis == "classes" else f"keep it at {t}"
+            raise PlanError(
+                f"student {name(axis)} is {s} but the teacher's is {t}; this axis is never subsampled: {fix}"
+            )
+        if s > t:
+            raise PlanError(f"student {name(axis)} is {s} but the teacher's is {t}; a student cannot be larger")
+        if s < 1 and axis in ("hidden", "heads", "kv_heads", "head_dim", "layers"):
+            raise PlanError(f"student {name(axis)} is {s}; it must be at least 1")
+    for who, sizes in (("teacher", teacher), ("student", student)):
+        if sizes["heads"] % sizes["kv_heads"]:
+            heads, kv_heads = name("heads"), name("kv_heads")
+            raise PlanError(f"{who} {heads} = {sizes['heads']} is not a multiple of {kv_heads} = {sizes['kv_heads']}")
+    group_t = teacher["heads"] // teacher["kv_heads"]
+    group_s = student["heads"] // student["kv_heads"]
+    if group_s > group_t:
+        raise PlanError(
+            f"student has {group_s} query heads per key/value head but the teacher has {group_t}; "
+            f"keep {name('heads')} / {name('kv_heads')} at most {group_t} so every query head keeps its key/value head"
+        )
