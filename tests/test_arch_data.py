@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import random_state, run_cli, save, write_manifest
 
-from wsel.arch import all_architectures, for_model_type, supported_model_types
+from wsel.arch import all_architectures, all_name_sets, data, for_model_type, supported_model_types
 from wsel.arch.families import load_family
+from wsel.arch.namesets import load_name_set
 from wsel.errors import ArchDataError, SpecError
 from wsel.hfconfig import apply_sets, evaluate, parse_set, read_sizes
 
@@ -98,3 +102,74 @@ def test_set_parses_json_values_and_dotted_keys() -> None:
     with pytest.raises(SpecError) as exc:
         parse_set("num_hidden_layers")
     assert str(exc.value) == "--set 'num_hidden_layers': expected KEY=VALUE, e.g. --set num_hidden_layers=16"
+
+
+# ------------------------------------------------------------------------------------------- name sets
+
+VIT_NAMES = json.loads((resources.files("wsel.arch") / "names" / "timm_vit.json").read_text())
+
+
+def test_every_shipped_name_set_loads() -> None:
+    assert [n.name for n in all_name_sets()] == ["timm_convnext", "timm_vit"]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"tensor": {}}, "unknown fields ['tensor'], missing fields []"),
+        ({"doc": None}, "doc has the wrong type"),
+        ({"tensors": []}, "tensors has the wrong type"),
+        ({"tensors": {"norm.weight": "hidden"}}, "tensors.norm.weight: expected a list of strings"),
+        ({"tensors": {"norm.weight": ["hiden"]}}, "tensors.norm.weight: unknown axis 'hiden'"),
+        (
+            {"tensors": {"norm.weight": ["hidden@stage"]}},
+            "tensors.norm.weight: 'hidden@stage' needs {stage} in the name",
+        ),
+    ],
+)
+def test_malformed_name_set_fails(tmp_path: Path, change: dict[str, Any], problem: str) -> None:
+    path = _write(tmp_path, {**VIT_NAMES, **change})
+    with pytest.raises(ArchDataError) as exc:
+        load_name_set(path)
+    assert str(exc.value) == f"{path}: {problem}"
+
+
+# ------------------------------------------------------------------------------ missing packaged data
+
+
+@pytest.fixture
+def package_without_name_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of wsel's packaged data whose `names/` folder is missing, as in a wheel that lost it."""
+    package = tmp_path / "stripped_arch"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for source in resources.files("wsel.arch").iterdir():
+        if source.name.endswith(".json"):
+            (package / source.name).write_bytes(source.read_bytes())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(data, "PACKAGE", "stripped_arch")
+    all_name_sets.cache_clear()
+    yield package
+    all_name_sets.cache_clear()
+    sys.modules.pop("stripped_arch", None)  # the next test's copy lives in another folder
+
+
+def test_missing_name_sets_are_an_error_not_an_empty_list(package_without_name_sets: Path) -> None:
+    with pytest.raises(ArchDataError) as exc:
+        all_name_sets()
+    assert str(exc.value) == (
+        f"{package_without_name_sets / 'names'}: no data files; this installation of wsel is incomplete: reinstall wsel"
+    )
+
+
+def test_init_refuses_to_run_without_its_name_sets(tmp_path: Path, package_without_name_sets: Path) -> None:
+    """The CLI gives that one line and exit 1, instead of silently taking the generic path."""
+    teacher = save(tmp_path / "t.safetensors", random_state({"blocks.0.mlp.fc1.weight": (8, 4)}))
+    student = write_manifest(tmp_path / "s.json", {"blocks.0.mlp.fc1.weight": (4, 4)})
+    result = run_cli("init", "-t", teacher, "-s", student, "-o", tmp_path / "out.safetensors")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"wsel: error: {package_without_name_sets / 'names'}: no data files; "
+        "this installation of wsel is incomplete: reinstall wsel\n"
+    )
+    assert not (tmp_path / "out.safetensors").exists()

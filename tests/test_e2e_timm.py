@@ -290,3 +290,20 @@ def test_vit_qkv_blocks_never_mix_by_default(vit_teacher: tuple, tmp_path: Path)
     dims = next(t for t in report["tensors"] if t["name"] == "blocks.1.attn.qkv.weight")["dims"]
     assert dims[0]["axis"] == "attn | attn | attn" and dims[0]["rule"] == "composite"
     assert report["axes"]["attn"]["indices"] == block.tolist()
+
+
+def test_fused_qkv_keeps_each_block_under_every_strategy(tmp_path: Path) -> None:
+    """The name set splits timm's fused qkv rows into q|k|v blocks for every element strategy, not only the
+    paper's (whose strides happen to coincide): `--elements first` on 8 → 4 wide keeps rows 0-3 of q, 8-11 of
+    k and 16-19 of v. (An installed wsel once lacked the name sets and kept rows 0-11: all of q, half of k.)"""
+    shapes = vit_shapes(embed=8, depth=1, mlp=16, classes=2, img=8, patch=4)
+    state = random_state(shapes, seed=3)
+    teacher = save(tmp_path / "vit.safetensors", state)
+    student = write_manifest(tmp_path / "s.json", vit_shapes(embed=4, depth=1, mlp=8, classes=2, img=8, patch=4))
+    out = tmp_path / "s.safetensors"
+    result = run_cli("init", "-t", teacher, "-s", student, "-o", out, "--elements", "first", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["path"] == "timm_vit"
+    qkv = load_file(str(out))["blocks.0.attn.qkv.weight"]  # [3 * 4, 4]
+    rows = [*range(0, 4), *range(8, 12), *range(16, 20)]
+    assert torch.equal(qkv, state["blocks.0.attn.qkv.weight"][rows][:, :4])

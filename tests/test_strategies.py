@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 
 from wsel.axes import DimLabel
 from wsel.errors import PlanError
+from wsel.options import parse_layer_strategy
 from wsel.plan.importance import split_label
-from wsel.strategies import ElementStrategy, layer_indices, parse_layer_strategy, top_indices
+from wsel.strategies import ElementStrategy, layer_indices, top_indices
 
 
 def test_first_and_uniform_index_sets() -> None:

@@ -25,7 +25,7 @@ _EXPORTS = {
     "CheckpointIndex": "wsel.checkpoint.index",
     "TensorInfo": "wsel.checkpoint.header",
     "Plan": "wsel.plan.model",
-    "PlanOptions": "wsel.plan.model",
+    "PlanOptions": "wsel.options",
     "WrittenTensor": "wsel.plan.model",
     "ExcludedTensor": "wsel.plan.model",
     "Selection": "wsel.select",
@@ -75,7 +75,8 @@ if TYPE_CHECKING:
     from wsel.checkpoint.header import TensorInfo
     from wsel.checkpoint.index import CheckpointIndex
     from wsel.errors import CheckpointError, OutputError, PlanError, SpecError, WselError
-    from wsel.plan.model import ExcludedTensor, Plan, PlanOptions, WrittenTensor
+    from wsel.options import PlanOptions
+    from wsel.plan.model import ExcludedTensor, Plan, WrittenTensor
     from wsel.select import Selection
     from wsel.stats import Stats
     from wsel.verify import VerifyResult

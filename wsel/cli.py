@@ -18,11 +18,17 @@ from wsel.checkpoint.dtypes import CAST_TARGETS
 from wsel.checkpoint.output import DEFAULT_MAX_SHARD_SIZE, parse_size
 from wsel.console import byte_progress, make_console
 from wsel.errors import OutputError, WselError
-from wsel.strategies import ELEMENT_STRATEGIES, ElementStrategyName, parse_layer_strategy
+from wsel.options import (
+    ATTENTION,
+    ELEMENT_STRATEGIES,
+    Attention,
+    ElementStrategyName,
+    PlanOptions,
+    parse_layer_strategy,
+)
 
 if TYPE_CHECKING:
-    from wsel.plan.model import PlanOptions
-    from wsel.selector import Attention
+    from wsel.plan.model import Plan
 
 TEACHER_HELP = "Teacher checkpoint: a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json."
 STUDENT_HELP = (
@@ -70,7 +76,7 @@ def _student_options(f: Any) -> Any:
         exclude: tuple[str, ...],
         **kwargs: Any,
     ) -> Any:
-        options = wsel.PlanOptions(
+        options = PlanOptions(
             parse_layer_strategy(layers), elements, exclude=exclude, attention=attention, seed=seed, rescale=rescale
         )
         return f(*args, student=StudentArgs(student_config, sets, teacher_config, options), **kwargs)
@@ -115,7 +121,7 @@ def _student_options(f: Any) -> Any:
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random element strategy."),
         click.option(
             "--attention",
-            type=click.Choice(["structured", "flat"]),
+            type=click.Choice(ATTENTION),
             default="structured",
             show_default=True,
             help="With architecture data: keep whole heads, GQA groups and RoPE pairs; 'flat' applies the paper's "
@@ -260,7 +266,7 @@ def verify(teacher: Path, student: Path, as_json: bool, quiet: bool) -> None:
     sys.exit(1)
 
 
-def _plan(teacher: Path, student: StudentArgs, options: PlanOptions) -> wsel.Plan:
+def _plan(teacher: Path, student: StudentArgs, options: PlanOptions) -> Plan:
     return wsel.build_plan(
         teacher, student.config, sets=student.sets, teacher_config=student.teacher_config, options=options
     )

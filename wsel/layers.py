@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from wsel.strategies import LayerStrategy
+    from wsel.options import LayerStrategy
 
 # A repeated block: `layers.N.`, `layer.N.`, `h.N.`, `blocks.N.`, optionally inside `stages.S.`
 # (hierarchical nets such as ConvNeXt, where layer selection applies per stage).

@@ -9,18 +9,15 @@ strategy to whole attention dims by size, as the paper's code does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
 from wsel import select
 from wsel.axes import AXIS_KINDS, DimExpr, DimLabel, axis_name, compose, dim_size, size_label
 from wsel.errors import PlanError
+from wsel.options import Attention
 from wsel.select import Selection
 from wsel.strategies import ElementStrategy, top_indices
-
-# With architecture data: keep whole heads, GQA groups and RoPE pairs; or the paper's per-dim rule.
-Attention = Literal["structured", "flat"]
 
 
 def rope_head_dim(teacher: int, student: int, rotary_fraction: float) -> Selection:

@@ -21,37 +21,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import numpy as np
 
 from wsel import select
 from wsel.errors import PlanError
+from wsel.options import ElementStrategyName, LayerList, LayerStrategy
 from wsel.select import Selection
-
-ElementStrategyName = Literal["uniform", "first", "random", "magnitude"]
-LayerStrategyName = Literal["first", "uniform", "last"]
-ELEMENT_STRATEGIES: tuple[ElementStrategyName, ...] = get_args(ElementStrategyName)
-LAYER_STRATEGIES: tuple[LayerStrategyName, ...] = get_args(LayerStrategyName)
-
-
-@dataclass(frozen=True)
-class LayerList:
-    """Explicit teacher layers, as the user wrote them: `0,2,4,6`, or one list per layer group separated by
-    `;` (groups in sorted order). Parsed per group, so that errors can name the group."""
-
-    text: str
-
-    def __str__(self) -> str:
-        return self.text
-
-
-LayerStrategy = LayerStrategyName | LayerList
-
-
-def parse_layer_strategy(text: str) -> LayerStrategy:
-    """`--layers` as given: a strategy name, or else a layer list (checked when the groups are known)."""
-    return next((name for name in LAYER_STRATEGIES if name == text), None) or LayerList(text)
 
 
 @dataclass

@@ -8,54 +8,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from wsel.axes import DimLabel
-from wsel.checkpoint.dtypes import DTYPES, byte_length
+from wsel.checkpoint.dtypes import byte_length
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
-from wsel.errors import PlanError
 from wsel.hffolder import FolderFiles
 from wsel.layers import LayerMap
+from wsel.options import PlanOptions
 from wsel.select import Selection
-from wsel.selector import Attention
 from wsel.spec import Student, StudentTensor
-from wsel.strategies import ELEMENT_STRATEGIES, ElementStrategyName, LayerStrategy, parse_layer_strategy
 
-
-@dataclass(frozen=True)
-class PlanOptions:
-    """How to select. Field order is the order the report lists them in."""
-
-    layers: LayerStrategy = "first"  # which teacher layers: the paper's first-N (a str is parsed: "0,2,4,6")
-    elements: ElementStrategyName = "uniform"  # which indices of each axis: the paper's rule, bit-exact
-    dtype: str | None = None  # cast floating tensors to this safetensors dtype; None keeps the teacher's bytes
-    exclude: tuple[str, ...] = ()  # globs of student tensors left to the student's own init (paper: `head*`)
-    attention: Attention = "structured"  # with architecture data: whole heads, GQA groups, RoPE pairs; or "flat"
-    seed: int = 0  # for the random element strategy
-    rescale: bool = False  # multiply weights whose input dim shrank by sqrt(teacher / student) (weight subcloning)
-
-    def __post_init__(self) -> None:
-        # Options also come from Python callers: refuse what the types promise cannot happen.
-        if isinstance(self.layers, str):
-            object.__setattr__(self, "layers", parse_layer_strategy(self.layers))
-        if self.elements not in ELEMENT_STRATEGIES:
-            raise PlanError(f"unknown element strategy {self.elements!r}; use one of {', '.join(ELEMENT_STRATEGIES)}")
-        if self.attention not in ("structured", "flat"):
-            raise PlanError(f"unknown attention {self.attention!r}; use structured or flat")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise PlanError(f"unknown dtype {self.dtype!r}; use a safetensors dtype such as BF16")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layers": str(self.layers),
-            "elements": self.elements,
-            "dtype": self.dtype,
-            "exclude": list(self.exclude),
-            "attention": self.attention,
-            "seed": self.seed,
-            "rescale": self.rescale,
-        }
+__all__ = ["ExcludedTensor", "Plan", "PlanOptions", "WrittenTensor"]
 
 
 @dataclass(frozen=True)
