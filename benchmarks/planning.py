@@ -45,7 +45,7 @@ def _header_bytes(plan: Plan) -> int:
     for t in plan.written:
         doc[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
         offset += t.nbytes
-    body = len(json.dumps(doc, separators=(",", ":")).encode())
+    body = len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
     return 8 + body + (-body % 8)
 
 

@@ -116,3 +116,36 @@ def test_sets_as_a_mapping_equal_sets_as_strings(tmp_path: Path) -> None:
     as_text = wsel.build_plan(teacher, sets=["num_hidden_layers=2", "hidden_size=192", "num_attention_heads=6"])
     assert as_dict.written == as_text.written
     assert as_dict.folder_files == as_text.folder_files
+
+
+def test_exports_agree_with_the_type_checking_imports() -> None:
+    """`_EXPORTS` (what `wsel.X` imports), `__all__` and the TYPE_CHECKING imports list the same names."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(wsel))
+    typed = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for statement in node.body
+        if isinstance(statement, ast.ImportFrom)
+        for alias in statement.names
+    }
+    exports = wsel._EXPORTS  # type: ignore[attr-defined]
+    assert typed == set(exports) == set(wsel.__all__) - {"__version__"}
+
+
+def test_api_refuses_a_string_where_a_collection_is_meant(tiny_teacher: Path, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"exclude='head\*': give a tuple of globs, e.g. \('head\*',\)"):
+        wsel.PlanOptions(exclude="head*")  # type: ignore[arg-type]
+    assert wsel.PlanOptions(exclude=["head*"]).exclude == ("head*",)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"sets='num_hidden_layers=2': give a dict of overrides"):
+        wsel.build_plan(tiny_teacher, sets="num_hidden_layers=2")
+
+
+def test_write_student_folder_keyword(tiny_teacher: Path, tmp_path: Path) -> None:
+    student = write_manifest(tmp_path / "s.json", {"embed.weight": (50, 8)})
+    plan = wsel.build_plan(tiny_teacher, student)
+    stats = wsel.write_student(plan, tmp_path / "out.safetensors", folder=True)  # a Path cannot end in "/"
+    assert stats.files == (tmp_path / "out.safetensors" / "model.safetensors",)

@@ -573,3 +573,29 @@ def test_usage_errors_exit_2(env: dict, extra: list[str], drop_teacher: bool, er
     assert result.stderr.splitlines()[-1] == error
     assert "Traceback" not in result.stderr
     assert snapshot(env["root"]) == before
+
+
+@pytest.mark.parametrize("kind", ["manifest", "config"])
+def test_magnitude_reads_a_student_from_stdin_once(tmp_path: Path, kind: str) -> None:
+    """The magnitude strategy plans twice (a skeleton to know the axes, then the real plan); the student is
+    read once, so `-s -` works and gives the same bytes as the same student given as a file. (Before the
+    planner was restructured, stdin was read twice and the second read found nothing.)"""
+    teacher = tmp_path / "teacher"
+    shapes = {"embed.weight": (11, 24), "blocks.0.ffn.weight": (40, 24), "blocks.1.ffn.weight": (40, 24)}
+    save(teacher / "model.safetensors", random_state(shapes))
+    config = {"model_type": "tinyformer", "hidden_size": 24, "ffn_size": 40, "num_hidden_layers": 2}
+    (teacher / "config.json").write_text(json.dumps(config))
+    if kind == "manifest":
+        text = json.dumps({"embed.weight": [11, 12], "blocks.0.ffn.weight": [20, 12]})
+    else:
+        text = json.dumps(config | {"hidden_size": 12, "ffn_size": 20})
+    (tmp_path / "student.json").write_text(text)
+    args = ("init", "-t", teacher, "--elements", "magnitude", "-q")
+    from_stdin = run_cli(*args, "-s", "-", "-o", tmp_path / "a/", input=text)
+    from_file = run_cli(*args, "-s", tmp_path / "student.json", "-o", tmp_path / "b/")
+    assert from_stdin.exit_code == from_file.exit_code == 0, from_stdin.stderr + from_file.stderr
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert "model.safetensors" in files
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

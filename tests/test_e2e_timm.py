@@ -307,3 +307,17 @@ def test_fused_qkv_keeps_each_block_under_every_strategy(tmp_path: Path) -> None
     qkv = load_file(str(out))["blocks.0.attn.qkv.weight"]  # [3 * 4, 4]
     rows = [*range(0, 4), *range(8, 12), *range(16, 20)]
     assert torch.equal(qkv, state["blocks.0.attn.qkv.weight"][rows][:, :4])
+
+
+def test_name_set_tensor_with_other_dims_is_a_clean_error(tmp_path: Path) -> None:
+    """A student tensor with another number of dims than its name-set teacher tensor: one line, exit 1."""
+    shapes = vit_shapes(embed=8, depth=1, mlp=16, classes=2, img=8, patch=4)
+    teacher = save(tmp_path / "vit.safetensors", random_state(shapes))
+    student = write_manifest(tmp_path / "s.json", {"blocks.0.attn.qkv.weight": (12,)})
+    result = run_cli("init", "-t", teacher, "-s", student, "-o", tmp_path / "out.safetensors")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "wsel: error: student tensor 'blocks.0.attn.qkv.weight' [12] from teacher 'blocks.0.attn.qkv.weight' "
+        "[24, 8]: the number of dims differs; fix the student config or --exclude it\n"
+    )
+    assert not (tmp_path / "out.safetensors").exists()

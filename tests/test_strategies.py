@@ -15,9 +15,10 @@ from safetensors.torch import load_file
 
 from wsel.axes import DimLabel
 from wsel.errors import PlanError
+from wsel.layers import layer_indices
 from wsel.options import parse_layer_strategy
 from wsel.plan.importance import split_label
-from wsel.strategies import ElementStrategy, layer_indices, top_indices
+from wsel.strategies import ElementStrategy, top_indices
 
 
 def test_first_and_uniform_index_sets() -> None:

@@ -327,10 +327,12 @@ class SlowFile:
 
     def __init__(self, file: Any, release: threading.Event, fail: BaseException | None = None) -> None:
         self._file, self.release, self.fail, self.calls = file, release, fail, 0
+        self.busy = threading.Event()  # set when a blocked write has begun
 
     def write(self, data: bytes) -> int:
         self.calls += 1
         if self.calls > 1:  # the header goes through at once, from the caller's thread
+            self.busy.set()
             self.release.wait(timeout=10)
             if self.fail is not None:
                 raise self.fail
@@ -414,6 +416,7 @@ def test_interrupted_while_chunks_are_queued(target: Path, monkeypatch: pytest.M
     def chunks() -> Iterator[bytes]:
         for _ in range(4):
             yield b"\0" * 4096
+        assert files[0].busy.wait(timeout=10)  # the writer thread is inside chunk 0's write (else nothing waits)
         threading.Timer(0.2, release.set).start()  # the disk frees up while we are being interrupted
         raise KeyboardInterrupt
 

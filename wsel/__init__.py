@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 # through importlib.metadata costs every run 40 ms of start-up.
 __version__ = "0.1.0"
 
+# name → the module that defines it. `__all__` and the TYPE_CHECKING imports below list the same names
+# (tests/test_api.py checks that the three agree).
 _EXPORTS = {
     "open_teacher": "wsel.api",
     "build_plan": "wsel.api",
@@ -24,10 +26,15 @@ _EXPORTS = {
     "read_schedule": "wsel.api",
     "CheckpointIndex": "wsel.checkpoint.index",
     "TensorInfo": "wsel.checkpoint.header",
-    "Plan": "wsel.plan.model",
     "PlanOptions": "wsel.options",
+    "LayerList": "wsel.options",
+    "Plan": "wsel.plan.model",
     "WrittenTensor": "wsel.plan.model",
     "ExcludedTensor": "wsel.plan.model",
+    "TensorListStudent": "wsel.spec",
+    "ConfigStudent": "wsel.spec",
+    "StudentTensor": "wsel.spec",
+    "LayerMap": "wsel.layers",
     "Selection": "wsel.select",
     "Stats": "wsel.stats",
     "VerifyResult": "wsel.verify",
@@ -36,6 +43,7 @@ _EXPORTS = {
     "SpecError": "wsel.errors",
     "PlanError": "wsel.errors",
     "OutputError": "wsel.errors",
+    "ArchDataError": "wsel.errors",
 }
 __all__ = [
     "__version__",
@@ -48,10 +56,15 @@ __all__ = [
     "read_schedule",
     "CheckpointIndex",
     "TensorInfo",
-    "Plan",
     "PlanOptions",
+    "LayerList",
+    "Plan",
     "WrittenTensor",
     "ExcludedTensor",
+    "TensorListStudent",
+    "ConfigStudent",
+    "StudentTensor",
+    "LayerMap",
     "Selection",
     "Stats",
     "VerifyResult",
@@ -60,6 +73,7 @@ __all__ = [
     "SpecError",
     "PlanError",
     "OutputError",
+    "ArchDataError",
 ]
 
 if TYPE_CHECKING:
@@ -74,22 +88,23 @@ if TYPE_CHECKING:
     )
     from wsel.checkpoint.header import TensorInfo
     from wsel.checkpoint.index import CheckpointIndex
-    from wsel.errors import CheckpointError, OutputError, PlanError, SpecError, WselError
-    from wsel.options import PlanOptions
+    from wsel.errors import ArchDataError, CheckpointError, OutputError, PlanError, SpecError, WselError
+    from wsel.layers import LayerMap
+    from wsel.options import LayerList, PlanOptions
     from wsel.plan.model import ExcludedTensor, Plan, WrittenTensor
     from wsel.select import Selection
+    from wsel.spec import ConfigStudent, StudentTensor, TensorListStudent
     from wsel.stats import Stats
     from wsel.verify import VerifyResult
+else:  # type checkers see the imports above; a name missing from them is an error, not Any
 
+    def __getattr__(name: str) -> Any:
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'wsel' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'wsel' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+    def __dir__() -> list[str]:
+        return sorted(__all__)

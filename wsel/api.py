@@ -21,14 +21,17 @@ from wsel.checkpoint.index import CheckpointIndex, open_checkpoint
 from wsel.checkpoint.output import DEFAULT_MAX_SHARD_SIZE
 from wsel.checkpoint.reader import Read
 from wsel.errors import SpecError
-from wsel.hfconfig import TeacherConfig, load_config, parse_set
-from wsel.plan import Plan, PlanOptions, make_plan
+from wsel.hfconfig import load_config, parse_set
+from wsel.hffolder import TeacherConfig, companion_files
+from wsel.options import PlanOptions
+from wsel.plan.dispatch import make_plan
+from wsel.plan.model import Plan
 from wsel.spec import TensorListStudent, load_spec, student_from_config
 from wsel.stats import ProgressCallback, Stats
 from wsel.verify import VerifyResult
 
 PathArg = str | os.PathLike[str]
-Teacher = PathArg | CheckpointIndex
+Checkpoint = PathArg | CheckpointIndex  # a path, or a checkpoint already opened
 
 
 def open_teacher(path: PathArg) -> CheckpointIndex:
@@ -38,7 +41,7 @@ def open_teacher(path: PathArg) -> CheckpointIndex:
 
 
 def build_plan(
-    teacher: Teacher,
+    teacher: Checkpoint,
     student: PathArg | None = None,
     *,
     sets: Iterable[str] | Mapping[str, Any] = (),
@@ -55,6 +58,8 @@ def build_plan(
     teacher's weights, streaming)."""
     index = teacher if isinstance(teacher, CheckpointIndex) else open_checkpoint(teacher)
     options = options or PlanOptions()
+    if isinstance(sets, str):  # one "key=value" is a list of one, not a list of characters
+        raise TypeError(f"sets={sets!r}: give a dict of overrides, or a list of 'key=value' strings")
     if student is None and not sets:
         raise SpecError(
             "no student given: pass --student-config, or --set KEY=VALUE to derive it from the teacher's config"
@@ -71,10 +76,9 @@ def build_plan(
             f"{config_path}: teacher config.json not found; pass --teacher-config PATH "
             "(a config.json student needs the teacher's config)"
         )
-    t_config = TeacherConfig(load_config(config_path), str(config_path))
+    t_config = TeacherConfig(load_config(config_path), str(config_path), companion_files(index.folder))
     overrides = list(sets.items()) if isinstance(sets, Mapping) else [parse_set(s) for s in sets]
-    config_student = student_from_config(given, t_config.config, overrides, config_path)
-    return make_plan(index, config_student, options, t_config)
+    return make_plan(index, student_from_config(given, t_config, overrides), options)
 
 
 def write_student(
@@ -84,21 +88,24 @@ def write_student(
     force: bool = False,
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     on_progress: ProgressCallback | None = None,
+    folder: bool | None = None,
 ) -> Stats:
     """Write the planned student: `NAME.safetensors` for one file, else a folder (`model.safetensors`, or
-    shards and an index, plus config.json and tokenizer files for a config.json student); a path ending in
-    `/` is always a folder. Nothing under `output` changes unless the whole student was written; an existing
-    checkpoint is replaced only with `force`. `on_progress` is called with each number of bytes written."""
+    shards and an index, plus config.json and tokenizer files for a config.json student); `folder=True`, or a
+    str ending in `/` (a Path cannot keep the slash), always writes a folder. Nothing under `output` changes
+    unless the whole student was written; an existing checkpoint is replaced only with `force`.
+    `on_progress` is called with each number of bytes written."""
     from wsel import execute
 
-    folder = True if isinstance(output, str) and output.endswith(("/", os.sep)) else None
+    if folder is None and isinstance(output, str) and output.endswith(("/", os.sep)):
+        folder = True
     return execute.run(plan, Path(output), force=force, max_shard_size=max_shard_size, on_progress=on_progress,
                        folder=folder)  # fmt: skip
 
 
-def verify_student(teacher: Teacher, student: Teacher) -> VerifyResult:
-    """Check, streaming, that every tensor of a student written by wsel equals its recorded selection of
-    `teacher`, bit for bit. `.ok` is the answer; `.mismatches` names the first differences."""
+def verify_student(teacher: Checkpoint, student: Checkpoint) -> VerifyResult:
+    """Check, streaming, that every tensor of a student checkpoint written by wsel equals its recorded
+    selection of `teacher`, bit for bit. `.ok` is the answer; `.mismatches` names the first differences."""
     from wsel.verify import verify
 
     teacher_index = teacher if isinstance(teacher, CheckpointIndex) else open_checkpoint(teacher)
@@ -113,7 +120,7 @@ def plan_report(plan: Plan, stats: Stats | None = None, command: str | None = No
     return report.plan_report(plan, stats, command or ("init" if stats is not None else "inspect"))
 
 
-def teacher_report(teacher: Teacher) -> dict[str, Any]:
+def teacher_report(teacher: Checkpoint) -> dict[str, Any]:
     """What a checkpoint holds (`wsel inspect` without a student), and for a wsel output how it was made."""
     from wsel import report
 

@@ -1,12 +1,13 @@
 """Logical axes, and the labels that name the axes of every tensor dim.
 
-Architecture data writes each dim as an expression over abstract axes (`DimExpr`): blocks side by side
+Architecture data writes each dim as an expression over abstract axes: blocks side by side
 (`|`, fused tensors: `heads*head_dim | kv_heads*head_dim`), each a product of axes, outermost first
 (`heads*head_dim`: head-major rows), or an integer literal. A plan records each dim of each tensor as a
 concrete `DimLabel` over the axes it selected: per-layer axes carry their layer (`heads[3]*head_dim`),
 staged name sets their stage (`hidden@2`), and the generic path names a dim by its sizes (`384→192`).
 `DimLabel.parse` and `str(label)` are the one reader and writer of that text (plan, report, provenance,
-verify and the importance scores all go through them). `compose` turns a label back into its indices.
+verify and the importance scores all go through them; architecture data is parsed by them too, then
+checked by `parse_dim`). `compose` turns a label back into its indices.
 """
 
 from __future__ import annotations
@@ -49,26 +50,12 @@ AXIS_KINDS: dict[str, AxisKind] = {
 }
 PER_LAYER_AXES = ("mlp", "heads", "kv_heads")  # chosen per layer (identical under uniform selection)
 
-Block = tuple[str, ...]  # a product of axes (or one integer literal), outermost first
-DimExpr = tuple[Block, ...]  # concatenated blocks
+Block = tuple[str, ...]  # a product of factors, outermost first (or one integer literal)
 
 
-def parse_dim(text: str) -> DimExpr:
-    """An architecture data file's dim expression (`heads*head_dim | kv_heads*head_dim`). Raises ValueError."""
-    blocks = []
-    for part in text.split("|"):
-        factors = tuple(f.strip() for f in part.split("*"))
-        for f in factors:
-            if not (f.isdigit() or f in AXIS_KINDS):
-                raise ValueError(f"unknown axis {f!r} in dim {text!r}")
-        if len(factors) > 1 and any(f.isdigit() for f in factors):
-            raise ValueError(f"integer literals cannot be multiplied in dim {text!r}")
-        blocks.append(factors)
-    return tuple(blocks)
-
-
-def dim_size(dim: DimExpr, sizes: Mapping[str, int]) -> int:
-    return sum(int(np.prod([int(f) if f.isdigit() else sizes[f] for f in block])) for block in dim)
+def is_literal(factor: str) -> bool:
+    """An integer literal (ASCII digits): a block of that many indices, copied whole."""
+    return factor.isascii() and factor.isdigit()
 
 
 def axis_name(axis: str, layer: int | None) -> str:
@@ -89,12 +76,15 @@ def size_label(teacher: int, student: int) -> str:
 def literal_size(factor: str) -> int | None:
     """The teacher size a factor states itself: an integer literal, or a size label (`384→192` → 384)."""
     first = factor.split("→")[0]
-    return int(first) if first.isdigit() and first.isascii() else None
+    return int(first) if is_literal(first) else None
 
 
 @dataclass(frozen=True)
 class DimLabel:
-    """The axes of one tensor dim: `blocks` side by side, each a product of factors, outermost first."""
+    """The axes of one dim: `blocks` side by side, each a product of factors, outermost first.
+
+    In architecture data the factors are abstract axes (`heads*head_dim`); in a plan they are concrete
+    (`heads[3]*head_dim`, `hidden@2`, `384→192`). Integer literals are blocks copied whole."""
 
     blocks: tuple[Block, ...]
 
@@ -103,21 +93,41 @@ class DimLabel:
         return cls(tuple(tuple(f.strip() for f in block.split("*")) for block in text.split("|")))
 
     @classmethod
-    def of(cls, dim: DimExpr, layer: int | None) -> DimLabel:
-        """An architecture dim made concrete for one layer: `heads*head_dim` → `heads[3]*head_dim`."""
-        return cls(tuple(tuple(axis_name(a, layer) for a in block) for block in dim))
-
-    @classmethod
     def single(cls, axis: str) -> DimLabel:
         return cls(((axis,),))
 
     def __str__(self) -> str:
-        return " | ".join("*".join(block) for block in self.blocks)
+        return " | ".join(self.block_names)
+
+    @property
+    def block_names(self) -> list[str]:
+        """Each block as text: `heads[3]*head_dim`, `attn`, `1`."""
+        return ["*".join(block) for block in self.blocks]
 
     @property
     def axes(self) -> list[str]:
         """Every factor that names an axis (not an integer literal), in order."""
-        return [f for block in self.blocks for f in block if not f.isdigit()]
+        return [f for block in self.blocks for f in block if not is_literal(f)]
+
+    def at_layer(self, layer: int | None) -> DimLabel:
+        """An architecture dim made concrete for one layer: `heads*head_dim` → `heads[3]*head_dim`."""
+        return DimLabel(tuple(tuple(axis_name(a, layer) for a in block) for block in self.blocks))
+
+    def size(self, sizes: Mapping[str, int]) -> int:
+        """The dim's size, given each axis's."""
+        return sum(int(np.prod([int(f) if is_literal(f) else sizes[f] for f in block])) for block in self.blocks)
+
+
+def parse_dim(text: str) -> DimLabel:
+    """An architecture data file's dim expression over known axes. Raises ValueError."""
+    label = DimLabel.parse(text)
+    for factors in label.blocks:
+        for f in factors:
+            if not (is_literal(f) or f in AXIS_KINDS):
+                raise ValueError(f"unknown axis {f!r} in dim {text!r}")
+        if len(factors) > 1 and any(is_literal(f) for f in factors):
+            raise ValueError(f"integer literals cannot be multiplied in dim {text!r}")
+    return label
 
 
 def compose(label: DimLabel, axes: Mapping[str, Selection], size: int) -> Selection:
@@ -132,7 +142,7 @@ def compose(label: DimLabel, axes: Mapping[str, Selection], size: int) -> Select
         for factor in factors:
             if factor in axes:
                 sel = axes[factor]
-            elif factor.isdigit():
+            elif is_literal(factor):
                 sel = select.identity(int(factor))
             elif len(factors) == 1 and size % len(label.blocks) == 0:
                 sel = select.identity(size // len(label.blocks))  # an equal axis, copied (`kernel`, `channels`)

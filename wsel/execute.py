@@ -53,17 +53,17 @@ def run(
     check_target(target, plan.teacher.files, force, extra_names, folder)
     out = layout(target, [OutputTensor(t.name, t.dtype, t.shape) for t in plan.written], max_shard_size, folder)
     by_name = {t.name: t for t in plan.written}
-    with StagedOutput(out, extra_names) as staged, TensorReader(block_bytes) as reader:
-        in_file_order = [by_name[t.name] for shard in out.shards for t in shard.tensors]
-        reader.expect(_reads(in_file_order, block_bytes))
-        shard_metadata = metadata(plan)
-        for shard in out.shards:
-            with staged.writer(shard, shard_metadata) as writer:
-                for tensor in shard.tensors:
-                    writer.write(tensor.name, _reported(_chunks(reader, by_name[tensor.name]), on_progress))
-                writer.finish()
-        staged.commit({"wsel.version": __version__}, plan.folder_files.contents() if plan.folder_files else ())
-        bytes_read = reader.bytes_read
+    shard_metadata = metadata(plan)
+    with StagedOutput(out, plan.folder_files) as staged:
+        with TensorReader(block_bytes) as reader:  # the teacher's files are closed before the output appears
+            reader.expect(_reads([by_name[t.name] for shard in out.shards for t in shard.tensors], block_bytes))
+            for shard in out.shards:
+                with staged.writer(shard, shard_metadata) as writer:
+                    for tensor in shard.tensors:
+                        writer.write(tensor.name, _reported(_chunks(reader, by_name[tensor.name]), on_progress))
+                    writer.finish()
+            bytes_read = reader.bytes_read
+        staged.commit({"wsel.version": __version__})
     files = out.files + (tuple(target / name for name in extra_names) if out.is_folder else ())
     return Stats(
         files=files,

@@ -7,7 +7,6 @@ import copy
 import json
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,11 +158,3 @@ def derive_config(teacher_config: dict[str, Any], sets: list[tuple[str, Any]]) -
         if isinstance(s_hidden, int) and isinstance(s_heads, int) and s_heads and s_hidden % s_heads == 0:
             config["head_dim"] = s_hidden // s_heads
     return config
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    """The teacher's config.json, and where it was read (for messages)."""
-
-    config: dict[str, Any]
-    source: str

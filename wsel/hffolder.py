@@ -33,6 +33,15 @@ COMPANION_FILES = (
 
 
 @dataclass(frozen=True)
+class TeacherConfig:
+    """The teacher's config.json, where it was read (for messages), and the teacher folder's companion files."""
+
+    config: dict[str, Any]
+    source: str
+    companions: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
 class FolderFiles:
     """What a config.json student's folder holds beside the weights."""
 
@@ -44,7 +53,8 @@ class FolderFiles:
         return (CONFIG_FILE, *(f.name for f in self.companions))
 
     def contents(self) -> Iterator[tuple[str, bytes]]:
-        """(file name, bytes) of each file: config.json (keys sorted, as transformers writes it), then the copies."""
+        """(file name, bytes) of each file, in `names` order: config.json (keys sorted, as transformers writes
+        it), then the copies (read only now)."""
         yield CONFIG_FILE, (json.dumps(self.config, indent=2, sort_keys=True) + "\n").encode()
         for source in self.companions:
             yield source.name, source.read_bytes()
@@ -55,18 +65,17 @@ def companion_files(folder: Path) -> tuple[Path, ...]:
     return tuple(folder / name for name in COMPANION_FILES if (folder / name).is_file())
 
 
-def student_config_json(
-    student_config: dict[str, Any],
-    layer_lists: Iterable[str] = (),
-    teacher_config: dict[str, Any] | None = None,
-    layer_map: LayerMap | None = None,
+def student_config_json(student_config: dict[str, Any]) -> dict[str, Any]:
+    """The student's config.json: as given, less the teacher's hub name (the student is not that model)."""
+    return {k: v for k, v in student_config.items() if k != "_name_or_path"}
+
+
+def follow_layer_map(
+    config: dict[str, Any], layer_lists: Iterable[str], teacher_config: dict[str, Any], layer_map: LayerMap
 ) -> dict[str, Any]:
-    """The student's config.json: as given, less the teacher's hub name (the student is not that model);
-    per-layer lists (`layer_lists`: config keys with one entry per layer, e.g. `layer_types`) that the
-    student left at the teacher's length follow the layer map."""
-    config = {k: v for k, v in student_config.items() if k != "_name_or_path"}
-    if teacher_config is None or layer_map is None:
-        return config
+    """`config` with its per-layer lists (`layer_lists`: config keys with one entry per layer, such as
+    `layer_types`) that the student left at the teacher's length made to follow the layer map."""
+    config = dict(config)
     for key in layer_lists:
         values = teacher_config.get(key)
         if (

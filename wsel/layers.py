@@ -1,14 +1,21 @@
-"""Finding layer indices in tensor names, and mapping student layers to teacher layers."""
+"""Finding layer indices in tensor names, and mapping student layers to teacher layers.
+
+Layer strategies map each group of repeated blocks (per stage in staged networks):
+- `first` (default, the paper): student layer i ← teacher layer i.
+- `uniform`: spread over the depth, first and last kept: round(linspace(0, T-1, S)).
+- `last`: the last S layers.
+- an explicit list `0,2,4,6` (one list per group, groups separated by `;` in sorted group order).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from wsel.options import LayerStrategy
+from wsel.errors import PlanError
+from wsel.options import LayerList, LayerStrategy
 
 # A repeated block: `layers.N.`, `layer.N.`, `h.N.`, `blocks.N.`, optionally inside `stages.S.`
 # (hierarchical nets such as ConvNeXt, where layer selection applies per stage).
@@ -104,11 +111,55 @@ def first_n(group: str, student_indices: list[int], teacher_indices: list[int]) 
 def make_layer_map(
     group: str, student_indices: list[int], teacher_indices: list[int], strategy: LayerStrategy
 ) -> LayerMap:
-    """Map one group's student layers to teacher layers by a layer strategy (see `wsel.strategies`)."""
-    from wsel.strategies import layer_indices
-
+    """Map one group's student layers to teacher layers by a layer strategy."""
     students, teachers = sorted(set(student_indices)), sorted(set(teacher_indices))
     chosen = layer_indices(strategy, len(teachers), len(students), group)
     if strategy == "first":
         return first_n(group, students, teachers)
     return LayerMap(group, len(teachers), tuple((s, teachers[k]) for s, k in zip(students, chosen, strict=True)))
+
+
+def layer_indices(strategy: LayerStrategy, teacher: int, student: int, group: str) -> list[int]:
+    """Teacher layers read by student layers 0..student-1, for one group."""
+    if student > teacher:
+        raise PlanError(
+            f"student has {student} layers in {group!r} but the teacher has {teacher}; "
+            "a student cannot be deeper than its teacher"
+        )
+    if strategy == "first":
+        return list(range(student))
+    if strategy == "last":
+        return list(range(teacher - student, teacher))
+    if strategy == "uniform":
+        if student == 1:
+            return [0]
+        return [round(i * (teacher - 1) / (student - 1)) for i in range(student)]
+    kept = parse_layer_list(strategy.text, group)
+    if len(kept) != student:
+        raise PlanError(f"--layers {strategy}: {len(kept)} layers listed for {group!r} but the student has {student}")
+    if kept != sorted(set(kept)) or kept[-1] >= teacher:
+        raise PlanError(
+            f"--layers {strategy}: layers of {group!r} must be increasing and below the teacher's {teacher}"
+        )
+    return kept
+
+
+def parse_layer_list(text: str, group: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise PlanError(
+            f"--layers {text!r}: expected first, uniform, last or a list such as 0,2,4,6 (for {group!r})"
+        ) from None
+
+
+def group_strategy(strategy: LayerStrategy, groups: list[str], group: str) -> LayerStrategy:
+    """The strategy for one group: explicit lists may give one list per group, separated by `;`."""
+    if not isinstance(strategy, LayerList) or ";" not in strategy.text:
+        return strategy
+    parts = strategy.text.split(";")
+    if len(parts) != len(groups):
+        raise PlanError(
+            f"--layers {strategy.text!r}: {len(parts)} lists for {len(groups)} layer groups ({', '.join(groups)})"
+        )
+    return LayerList(parts[groups.index(group)])

@@ -55,6 +55,9 @@ class PlanOptions:
         # Options also come from Python callers: refuse what the types promise cannot happen.
         if isinstance(self.layers, str):
             object.__setattr__(self, "layers", parse_layer_strategy(self.layers))
+        if isinstance(self.exclude, str):  # a glob is not a sequence of one-character globs ("*" matches all)
+            raise TypeError(f"exclude={self.exclude!r}: give a tuple of globs, e.g. ({self.exclude!r},)")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
         if self.elements not in ELEMENT_STRATEGIES:
             raise PlanError(f"unknown element strategy {self.elements!r}; use one of {', '.join(ELEMENT_STRATEGIES)}")
         if self.attention not in ATTENTION:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wsel import select
-from wsel.axes import AXIS_KINDS, DimExpr, DimLabel, axis_name, compose, dim_size, size_label
+from wsel.axes import AXIS_KINDS, DimLabel, axis_name, compose, is_literal, size_label
 from wsel.errors import PlanError
 from wsel.options import Attention
 from wsel.select import Selection
@@ -93,10 +93,11 @@ class AxisSelector:
         kept = (kv[:, None] * group_t + within).ravel()
         return select.from_indices(self.teacher["heads"], kept, origin=self.elements.name)
 
-    def dim(self, dim: DimExpr, layer: int | None) -> tuple[Selection, str, DimLabel]:
-        """The Selection over one tensor dim, how it was made (for people) and its axis label."""
-        t, s = dim_size(dim, self.teacher), dim_size(dim, self.student)
-        axes = [a for block in dim for a in block if not a.isdigit()]
+    def dim(self, dim: DimLabel, layer: int | None) -> tuple[Selection, str, DimLabel]:
+        """The Selection over one tensor dim (an architecture dim expression), how it was made (for people)
+        and its concrete axis label."""
+        t, s = dim.size(self.teacher), dim.size(self.student)
+        axes = dim.axes
         protected = any(AXIS_KINDS[a] in ("equal", "truncate") for a in axes)
         if self.attention == "flat" and not protected:
             name = size_label(t, s)  # the paper's rule knows dims by size only
@@ -105,12 +106,12 @@ class AxisSelector:
             return self.chosen[name], self.chosen[name].describe(), DimLabel.single(name)
         for axis in axes:
             self.axis(axis, layer)
-        label = DimLabel.of(dim, layer)
+        label = dim.at_layer(layer)
         selection = compose(label, self.chosen, t)
-        if len(dim) == 1 and len(dim[0]) == 1:
+        if len(dim.blocks) == 1 and len(dim.blocks[0]) == 1:
             return selection, selection.describe(), label
-        texts = ["copy" if block[0].isdigit() else "×".join(f"{a}[{self.axis(a, layer).describe()}]" for a in block)
-                 for block in dim]  # fmt: skip
+        texts = ["copy" if is_literal(block[0]) else "×".join(f"{a}[{self.axis(a, layer).describe()}]" for a in block)
+                 for block in dim.blocks]  # fmt: skip
         return selection, " | ".join(texts), label
 
 

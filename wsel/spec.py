@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TextIO
 
@@ -21,6 +21,7 @@ from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.header import read_header
 from wsel.errors import CheckpointError, SpecError
 from wsel.hfconfig import apply_sets, derive_config
+from wsel.hffolder import TeacherConfig
 
 STDIN = "-"
 
@@ -42,18 +43,28 @@ class TensorListStudent:
 
 
 @dataclass(frozen=True)
+class StudentConfig:
+    """A student config.json as read, before it is matched to its teacher (see `student_from_config`)."""
+
+    source: str  # the path the user gave, or "<stdin>"
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ConfigStudent:
-    """A student given as a Hugging Face config.json; its tensors follow from the teacher's."""
+    """A student given as a Hugging Face config.json, with the teacher's config it is read against: its
+    tensors follow from the teacher's."""
 
     source: str  # the path the user gave, "<stdin>", or how it was derived from the teacher's config
     config: dict[str, Any]
+    teacher: TeacherConfig
     kind: ClassVar[Literal["hf-config"]] = "hf-config"
 
 
 Student = TensorListStudent | ConfigStudent
 
 
-def load_spec(source: str, stdin: TextIO | None = None) -> Student:
+def load_spec(source: str, stdin: TextIO | None = None) -> TensorListStudent | StudentConfig:
     """Read a student config given as a path or `-` for standard input."""
     if source == STDIN:
         text = (stdin or sys.stdin).read()
@@ -84,7 +95,7 @@ def _from_template(path: Path) -> TensorListStudent:
     return TensorListStudent(str(path), "template", tuple(tensors))
 
 
-def parse_manifest(text: str, source: str) -> Student:
+def parse_manifest(text: str, source: str) -> TensorListStudent | StudentConfig:
     """Parse a JSON shape manifest. Raises SpecError naming the source and the bad entry."""
     try:
         doc = json.loads(text, object_pairs_hook=_reject_repeated_names)
@@ -95,7 +106,7 @@ def parse_manifest(text: str, source: str) -> Student:
     if not isinstance(doc, dict):
         raise SpecError(f"{source}: expected a JSON object mapping tensor names to shapes")
     if "model_type" in doc:
-        return ConfigStudent(source, doc)
+        return StudentConfig(source, doc)
     if not doc:
         raise SpecError(f"{source}: student config names no tensors")
     return TensorListStudent(source, "manifest", tuple(_manifest_entry(source, k, v) for k, v in doc.items()))
@@ -133,14 +144,11 @@ def _manifest_entry(source: str, name: str, value: Any) -> StudentTensor:
 
 
 def student_from_config(
-    student: ConfigStudent | None,
-    teacher_config: dict[str, Any],
-    sets: list[tuple[str, Any]],
-    teacher_config_path: Path,
+    given: StudentConfig | None, teacher: TeacherConfig, sets: list[tuple[str, Any]]
 ) -> ConfigStudent:
     """The student's config.json: the one given with `--set` overrides applied, or (none given) the
     teacher's with the overrides."""
-    if student is None:
+    if given is None:
         described = " ".join(f"{k}={v}" for k, v in sets)
-        return ConfigStudent(f"{teacher_config_path} with --set {described}", derive_config(teacher_config, sets))
-    return replace(student, config=apply_sets(student.config, sets)) if sets else student
+        return ConfigStudent(f"{teacher.source} with --set {described}", derive_config(teacher.config, sets), teacher)
+    return ConfigStudent(given.source, apply_sets(given.config, sets) if sets else given.config, teacher)

@@ -13,7 +13,7 @@ from functools import cache
 from importlib.abc import Traversable
 
 from wsel.arch.data import data_files, read_document, string_list
-from wsel.axes import AXIS_KINDS, DimExpr, parse_dim
+from wsel.axes import AXIS_KINDS, DimLabel, parse_dim
 from wsel.errors import ArchDataError
 from wsel.hfconfig import check_expression
 
@@ -41,7 +41,7 @@ class Template:
     """One tensor name pattern (`{p}` = model prefix, `{layer}` = layer index) and its dims."""
 
     pattern: str
-    dims: tuple[DimExpr, ...]
+    dims: tuple[DimLabel, ...]
 
     @property
     def per_layer(self) -> bool:
@@ -121,7 +121,7 @@ def load_family(path: Traversable) -> Architecture:
             parsed = tuple(parse_dim(d) for d in dims)
         except ValueError as e:
             raise fail(f"tensors.{pattern}: {e}") from None
-        for axis in {a for d in parsed for block in d for a in block if not a.isdigit()}:
+        for axis in {a for d in parsed for a in d.axes}:
             if axis not in sizes and axis != "v_head_dim":
                 raise fail(f"tensors.{pattern}: axis {axis!r} has no entry in sizes")
         templates.append(Template(pattern, parsed))

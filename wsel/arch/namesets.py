@@ -17,7 +17,7 @@ from functools import cache
 from importlib.abc import Traversable
 
 from wsel.arch.data import data_files, read_document, string_list
-from wsel.axes import AXIS_KINDS, DimLabel
+from wsel.axes import AXIS_KINDS, DimLabel, is_literal
 from wsel.errors import ArchDataError
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {"name": str, "doc": str, "tensors": dict}
@@ -28,7 +28,7 @@ _AXIS = re.compile(r"^(?P<axis>[a-z_]+)(?:@(?P<stage>stage|stage-1|\d+))?$")
 class NameSet:
     name: str
     doc: str
-    patterns: tuple[tuple[re.Pattern[str], tuple[tuple[str, ...], ...]], ...]  # name regex, blocks per dim
+    patterns: tuple[tuple[re.Pattern[str], tuple[DimLabel, ...]], ...]  # name regex, the label of each dim
 
     def dims(self, tensor: str) -> tuple[DimLabel, ...] | None:
         """The label of each dim, concrete for this tensor (`hidden@2`, `1`), or None when no pattern matches."""
@@ -36,7 +36,7 @@ class NameSet:
             m = regex.match(tensor)
             if m is not None:
                 stage = m.groupdict().get("stage")
-                return tuple(DimLabel(tuple((_concrete(block, stage),) for block in dim)) for dim in dims)
+                return tuple(DimLabel(tuple((_concrete(b, stage),) for b in dim.block_names)) for dim in dims)
         return None
 
 
@@ -53,14 +53,14 @@ def load_name_set(path: Traversable) -> NameSet:
     for pattern, dims in doc["tensors"].items():
         parsed = []
         for dim in string_list(path, f"tensors.{pattern}", dims):
-            blocks = tuple(b.strip() for b in dim.split("|"))
-            for block in blocks:
+            label = DimLabel.parse(dim)  # blocks side by side, each one axis (name sets have no products)
+            for block in label.block_names:
                 m = _AXIS.match(block)
-                if not block.isdigit() and (m is None or m.group("axis") not in AXIS_KINDS):
+                if not is_literal(block) and (m is None or m.group("axis") not in AXIS_KINDS):
                     raise ArchDataError(f"{path}: tensors.{pattern}: unknown axis {block!r}")
                 if m is not None and m.group("stage") in ("stage", "stage-1") and "{stage}" not in pattern:
                     raise ArchDataError(f"{path}: tensors.{pattern}: {block!r} needs {{stage}} in the name")
-            parsed.append(blocks)
+            parsed.append(label)
         regex = (
             re.escape(pattern).replace(re.escape("{layer}"), r"\d+").replace(re.escape("{stage}"), r"(?P<stage>\d+)")
         )

@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from wsel.checkpoint.index import INDEX_FILE
 from wsel.checkpoint.output import OutputLayout, Shard, existing_model_files, write_atomically, write_index
@@ -20,12 +21,23 @@ from wsel.checkpoint.writer import PARTIAL_SUFFIX, SafetensorsWriter
 from wsel.errors import OutputError
 
 
-class StagedOutput:
-    """`with StagedOutput(layout, extra_names) as staged:` open a writer per shard, then `commit()`."""
+class ExtraFiles(Protocol):
+    """Small files written beside the weights of a folder output (config.json, tokenizer files)."""
 
-    def __init__(self, out: OutputLayout, extra_names: tuple[str, ...] = ()) -> None:
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    def contents(self) -> Iterable[tuple[str, bytes]]:
+        """(name, bytes) of each file, in `names` order."""
+        ...
+
+
+class StagedOutput:
+    """`with StagedOutput(layout, extra) as staged:` open a writer per shard, then `commit()`."""
+
+    def __init__(self, out: OutputLayout, extra: ExtraFiles | None = None) -> None:
         self.out = out
-        self.extra_names = extra_names  # files written beside the weights of a folder (config.json, tokenizer)
+        self.extra = extra
         self.staging = staging_folder(out.target)
         self._writers: list[SafetensorsWriter] = []
         self._committed = False
@@ -54,18 +66,18 @@ class StagedOutput:
         self._writers.append(writer)
         return writer
 
-    def commit(self, index_metadata: dict[str, object], files: Iterable[tuple[str, bytes]] = ()) -> None:
-        """Make the new output appear: shards renamed into place; for a folder, then the index and `files`
-        (name, bytes: small files beside the weights) written into the staging folder, then one publish."""
+    def commit(self, index_metadata: dict[str, object]) -> None:
+        """Make the new output appear: shards renamed into place; for a folder, then the index and the extra
+        files written into the staging folder, then one publish."""
         for writer in self._writers:
             writer.commit()
         if self.out.is_folder:
             target = self.out.target
             if self.out.index_path is not None:
                 write_index(self.staging / INDEX_FILE, self.out.shards, index_metadata, self.out.index_path)
-            for name, data in files:
+            for name, data in self.extra.contents() if self.extra is not None else ():
                 write_atomically(self.staging / name, data, target / name)
-            replaced = {p.name for p in existing_model_files(target)} | set(self.extra_names)
+            replaced = {p.name for p in existing_model_files(target)} | set(self.extra.names if self.extra else ())
             try:
                 publish(self.staging, target, replaced)
             except OSError as e:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 from wsel.arch import Architecture, Template
-from wsel.axes import AXIS_KINDS, DimLabel, dim_size
+from wsel.axes import AXIS_KINDS
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError, SpecError
-from wsel.hfconfig import TeacherConfig, first_value, read_sizes, size_keys
-from wsel.hffolder import FolderFiles, companion_files, student_config_json
+from wsel.hfconfig import first_value, read_sizes, size_keys
+from wsel.hffolder import FolderFiles, follow_layer_map, student_config_json
 from wsel.layers import LayerMap, make_layer_map
+from wsel.options import PlanOptions
 from wsel.plan.base import Planner
-from wsel.plan.model import ExcludedTensor, Plan, PlanOptions, WrittenTensor
+from wsel.plan.model import ExcludedTensor, Plan, WrittenTensor
 from wsel.selector import AxisSelector, check_sizes
 from wsel.spec import ConfigStudent, StudentTensor
 
@@ -32,13 +33,13 @@ class ArchPlanner(Planner):
         self,
         teacher: CheckpointIndex,
         arch: Architecture,
-        teacher_config: TeacherConfig,
         student: ConfigStudent,
         options: PlanOptions,
         scores: dict[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__(teacher, options, scores)
-        self.arch, self.teacher_config, self.student = arch, teacher_config, student
+        self.arch, self.student, self.teacher_config = arch, student, student.teacher
+        teacher_config = student.teacher
         where = teacher_config.source
         self.t_sizes = read_sizes(arch.sizes, teacher_config.config, where)
         self.s_sizes = read_sizes(arch.sizes, student.config, student.source)
@@ -74,26 +75,29 @@ class ArchPlanner(Planner):
                     source = self.found.get((arch.tied[template.pattern], None))
                 if source is None:
                     continue  # not part of this checkpoint (optional bias, other head, ...)
-                shape = tuple(dim_size(d, self.s_sizes) for d in template.dims)
+                shape = tuple(d.size(self.s_sizes) for d in template.dims)
                 tensor = StudentTensor(template.name(self.prefix, layer), shape, None)
                 if self.is_excluded(tensor.name):
                     excluded.append(self.exclusion(tensor))
                 else:
                     written.append(self._tensor(tensor, source, template, layer))
 
-        config = student_config_json(self.student.config, arch.layer_lists, self.teacher_config.config, self.layer_map)
+        config = student_config_json(self.student.config)
+        config = follow_layer_map(config, arch.layer_lists, self.teacher_config.config, self.layer_map)
         return Plan(
-            self.teacher,
-            self.student,
-            tuple(StudentTensor(t.name, t.shape, None) for t in written),
-            self.options,
-            self.in_storage_order(written),
-            tuple(excluded),
-            (self.layer_map,),
-            dict(sorted(self.selector.chosen.items())),
-            arch.name,
-            tuple(self.warnings),
-            FolderFiles(config, companion_files(self.teacher.folder)),
+            teacher=self.teacher,
+            student=self.student,
+            # the tensors written: unlike the generic path, excluded ones are not counted (as before, for the
+            # report's student.tensors)
+            student_tensors=tuple(StudentTensor(t.name, t.shape, None) for t in written),
+            options=self.options,
+            written=self.in_storage_order(written),
+            excluded=tuple(excluded),
+            layer_maps=(self.layer_map,),
+            axes=dict(sorted(self.selector.chosen.items())),
+            path=arch.name,
+            warnings=tuple(self.warnings),
+            folder_files=FolderFiles(config, self.teacher_config.companions),
         )
 
     def _tensor(
@@ -101,7 +105,7 @@ class ArchPlanner(Planner):
     ) -> WrittenTensor:
         t_sizes, s_sizes, keys = self.t_sizes, self.s_sizes, self.keys
         for dim in template.dims:
-            for axis in (a for block in dim for a in block if not a.isdigit()):
+            for axis in dim.axes:
                 if AXIS_KINDS[axis] == "equal" and t_sizes[axis] != s_sizes[axis]:
                     fix = f"--exclude '{tensor.name}'" if axis == "classes" else f"keep {keys[axis]}={t_sizes[axis]}"
                     raise PlanError(
@@ -142,12 +146,12 @@ class ArchPlanner(Planner):
             layer = int(m.group("layer")) if template.per_layer else None
             if layer is not None and layer >= sizes["layers"]:
                 raise PlanError(f"teacher tensor {name!r} is layer {layer} but {where} says {sizes['layers']} layers")
-            missing = sorted({a for d in template.dims for b in d for a in b if not a.isdigit() and a not in sizes})
+            missing = sorted({a for d in template.dims for a in d.axes if a not in sizes})
             if missing:
                 raise PlanError(f"teacher tensor {name!r} needs {', '.join(missing)}, which {where} does not define")
-            expected = tuple(dim_size(d, sizes) for d in template.dims)
+            expected = tuple(d.size(sizes) for d in template.dims)
             if info.shape != expected:
-                dims = ", ".join(str(DimLabel.of(d, None)) for d in template.dims)
+                dims = ", ".join(str(d) for d in template.dims)
                 raise PlanError(
                     f"teacher tensor {name!r} is {list(info.shape)} but {where} implies {list(expected)} "
                     f"({dims}); is this the teacher's config?"

@@ -15,7 +15,8 @@ from wsel.checkpoint.dtypes import DTYPES, element_size
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError
-from wsel.plan.model import ExcludedTensor, PlanOptions, WrittenTensor
+from wsel.options import PlanOptions
+from wsel.plan.model import ExcludedTensor, WrittenTensor
 from wsel.select import Selection
 from wsel.spec import StudentTensor
 from wsel.strategies import ElementStrategy

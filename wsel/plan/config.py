@@ -13,11 +13,11 @@ import numpy as np
 
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import SpecError
-from wsel.hfconfig import TeacherConfig
-from wsel.hffolder import FolderFiles, companion_files, student_config_json
+from wsel.hffolder import FolderFiles, student_config_json
 from wsel.layers import find_layer
+from wsel.options import PlanOptions
 from wsel.plan.generic import GenericPlanner
-from wsel.plan.model import Plan, PlanOptions
+from wsel.plan.model import Plan
 from wsel.spec import ConfigStudent, StudentTensor
 
 
@@ -27,27 +27,26 @@ class ConfigPlanner:
     def __init__(
         self,
         teacher: CheckpointIndex,
-        teacher_config: TeacherConfig,
         student: ConfigStudent,
         options: PlanOptions,
         scores: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.teacher, self.student, self.options, self.scores = teacher, student, options, scores
-        t_config = teacher_config.config
+        t_config = student.teacher.config
         self.model_type = t_config.get("model_type")
         depth_keys = {k for k in t_config if "layer" in k}  # depth, not a width: never maps a dim
         self.widths = _size_map(t_config, student.config, exclude=depth_keys, where=student.source)
         self.depths = _size_map(t_config, student.config, exclude=set(t_config) - depth_keys, where=student.source)
 
     def plan(self) -> Plan:
-        generic = GenericPlanner(self.teacher, self.options, self.scores)
         mapped = ", ".join(f"{t}→{s} ({key})" for t, (s, key) in sorted(self.widths.items()))
-        generic.warnings.append(
+        note = (
             f"no architecture data for model_type {self.model_type!r}: generic path, the paper's "
             f"rule on every dim; dims mapped by config values: {mapped or 'none'}"
         )
-        folder_files = FolderFiles(student_config_json(self.student.config), companion_files(self.teacher.folder))
-        return generic.plan(self.student, self._derived_tensors(), folder_files)
+        folder_files = FolderFiles(student_config_json(self.student.config), self.student.teacher.companions)
+        generic = GenericPlanner(self.teacher, self.options, self.scores)
+        return generic.plan(self.student, self._derived_tensors(), folder_files, notes=(note,))
 
     def _derived_tensors(self) -> tuple[StudentTensor, ...]:
         """The teacher's tensors (by name), cut to the student's depth, each dim mapped by config values."""

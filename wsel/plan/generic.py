@@ -15,17 +15,17 @@ import numpy as np
 
 from wsel import select
 from wsel.arch import NameSet, detect_name_set
-from wsel.axes import DimLabel, axis_kind, size_label
+from wsel.axes import DimLabel, axis_kind, is_literal, size_label
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError
 from wsel.hffolder import FolderFiles
-from wsel.layers import LayerMap, find_layer, make_layer_map
+from wsel.layers import LayerMap, find_layer, group_strategy, make_layer_map
+from wsel.options import PlanOptions
 from wsel.plan.base import Planner, describe
-from wsel.plan.model import Plan, PlanOptions, WrittenTensor
+from wsel.plan.model import Plan, WrittenTensor
 from wsel.select import Selection
 from wsel.spec import Student, StudentTensor
-from wsel.strategies import group_strategy
 
 # Names whose non-last dims index tokens or positions: uniform subsampling of those breaks the model.
 _EMBEDDING_NAME = re.compile(r"(?<!patch_)embed|wte|wpe", re.IGNORECASE)  # lookup tables, not patch_embed convs
@@ -43,9 +43,14 @@ class GenericPlanner(Planner):
         self.name_set: NameSet | None = detect_name_set(teacher.tensors)
 
     def plan(
-        self, student: Student, tensors: tuple[StudentTensor, ...], folder_files: FolderFiles | None = None
+        self,
+        student: Student,
+        tensors: tuple[StudentTensor, ...],
+        folder_files: FolderFiles | None = None,
+        notes: tuple[str, ...] = (),
     ) -> Plan:
-        """The Plan for `tensors` (the student's, as given or derived). Raises PlanError."""
+        """The Plan for `tensors` (the student's, as given or derived from its config); `notes` are warnings
+        that come first in the report. Raises PlanError."""
         excluded = [t for t in tensors if self.is_excluded(t.name)]
         kept = [t for t in tensors if not self.is_excluded(t.name)]
         layer_maps = self._layer_maps(kept)
@@ -60,17 +65,17 @@ class GenericPlanner(Planner):
             else:
                 written.append(self._by_size(tensor, source))
         return Plan(
-            self.teacher,
-            student,
-            tensors,
-            self.options,
-            self.in_storage_order(written),
-            tuple(self.exclusion(t) for t in excluded),
-            layer_maps,
-            _axes(written),
-            self.name_set.name if self.name_set is not None else "generic",
-            tuple(self.warnings),
-            folder_files,
+            teacher=self.teacher,
+            student=student,
+            student_tensors=tensors,
+            options=self.options,
+            written=self.in_storage_order(written),
+            excluded=tuple(self.exclusion(t) for t in excluded),
+            layer_maps=layer_maps,
+            axes=_axes(written),
+            path=self.name_set.name if self.name_set is not None else "generic",
+            warnings=(*notes, *self.warnings),
+            folder_files=folder_files,
         )
 
     def _layer_maps(self, student: list[StudentTensor]) -> tuple[LayerMap, ...]:
@@ -111,9 +116,7 @@ class GenericPlanner(Planner):
 
     def _by_size(self, student: StudentTensor, source: TensorInfo) -> WrittenTensor:
         """The element strategy (the paper's rule by default) on every dim; dims are labelled by their sizes."""
-        where = describe(student.name, student.shape, source)
-        if len(student.shape) != len(source.shape):
-            raise PlanError(f"{where}: the number of dims differs; fix the student config or --exclude it")
+        where = _check_dims(student, source)
         for dim, (s, t) in enumerate(zip(student.shape, source.shape, strict=True)):
             if s > t:
                 raise PlanError(
@@ -139,17 +142,17 @@ class GenericPlanner(Planner):
     def _labelled(self, student: StudentTensor, source: TensorInfo, labels: tuple[DimLabel, ...]) -> WrittenTensor:
         """A name-set tensor: each dim is split into its blocks (q|k|v), each block selected on its own
         (the paper's rule for widths; equal axes copied; positions truncated)."""
-        where = describe(student.name, student.shape, source)
+        where = _check_dims(student, source)
         selections, texts = [], []
         for dim, (label, s, t) in enumerate(zip(labels, student.shape, source.shape, strict=True)):
-            blocks = [str(DimLabel((block,))) for block in label.blocks]
+            blocks = label.block_names
             n = len(blocks)
             if t % n or s % n:
                 raise PlanError(
                     f"{where}: dim {dim} ({label}) holds {n} blocks, so {t} and {s} must be multiples of {n}"
                 )
             block_t, block_s = t // n, s // n
-            kinds = {"equal" if b.isdigit() else axis_kind(b) for b in blocks}
+            kinds = {"equal" if is_literal(b) else axis_kind(b) for b in blocks}
             if block_s > block_t:
                 raise PlanError(
                     f"{where}: dim {dim} ({label}) is {s} in the student but {t} in the teacher; "
@@ -161,6 +164,7 @@ class GenericPlanner(Planner):
                 kept = [Selection(block_t, 0, 1, block_s)] * n
             else:
                 kept = [self.elements.choose(b, block_t, block_s) for b in blocks]
+            # block b's kept indices, shifted to where the block starts in the fused dim: [s]
             sel = select.from_indices(t, np.concatenate([b * block_t + k.indices() for b, k in enumerate(kept)]))
             selections.append(sel)
             texts.append(
@@ -170,6 +174,14 @@ class GenericPlanner(Planner):
             )
         input_dim = _input_dim(student.name, student.shape)
         return self.written(student, source, tuple(selections), labels, tuple(texts), input_dim)
+
+
+def _check_dims(student: StudentTensor, source: TensorInfo) -> str:
+    """Refuse a student tensor whose number of dims differs from its source's; how messages name the pair."""
+    where = describe(student.name, student.shape, source)
+    if len(student.shape) != len(source.shape):
+        raise PlanError(f"{where}: the number of dims differs; fix the student config or --exclude it")
+    return where
 
 
 def _axes(written: list[WrittenTensor]) -> dict[str, Selection]:
@@ -190,13 +202,13 @@ def _axes(written: list[WrittenTensor]) -> dict[str, Selection]:
 
 def _axis_parts(label: DimLabel, sel: Selection) -> list[tuple[str, Selection]]:
     """The axis selections inside one dim: a dim of n equal blocks `attn | attn | attn` holds n copies of one."""
-    blocks = [str(DimLabel((block,))) for block in label.blocks]
-    if any(b.isdigit() or axis_kind(b) == "equal" for b in blocks):
+    blocks = label.block_names
+    if any(is_literal(b) or axis_kind(b) == "equal" for b in blocks):
         return []  # equal axes are copied whole: nothing to keep consistent (and `kernel` varies by tensor)
     if len(blocks) == 1:
         return [(blocks[0], sel)]
     block_size = sel.teacher_size // len(blocks)
-    first = sel.indices()[: sel.size // len(blocks)]
+    first = sel.indices()[: sel.size // len(blocks)]  # the first block's kept indices: [s / blocks]
     return [(blocks[0], select.from_indices(block_size, first))] if len(set(blocks)) == 1 else []
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from wsel.axes import DimLabel, literal_size
+from wsel.axes import DimLabel, is_literal, literal_size
 from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
@@ -90,7 +90,7 @@ def split_label(label: DimLabel, values: np.ndarray, sizes: dict[str, int]) -> l
         part = values[offset : offset + size].reshape(shape)  # [factor sizes...]
         offset += size
         for i, factor in enumerate(factors):
-            if factor in sizes and not factor.isdigit():
+            if factor in sizes and not is_literal(factor):
                 other = tuple(a for a in range(len(factors)) if a != i)
                 result.append((factor, part.sum(axis=other) if other else part))
     return result

@@ -20,8 +20,6 @@ from wsel.options import PlanOptions
 from wsel.select import Selection
 from wsel.spec import Student, StudentTensor
 
-__all__ = ["ExcludedTensor", "Plan", "PlanOptions", "WrittenTensor"]
-
 
 @dataclass(frozen=True)
 class WrittenTensor:
