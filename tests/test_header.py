@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from wsel.checkpoint.header import MAX_HEADER_BYTES, read_header
 from wsel.errors import CheckpointError
+from wsel.sources.local import LocalFile
 
 DIRECTORY = object()  # table marker: create a directory where the file should be
 
@@ -225,7 +226,7 @@ def test_file_written_by_safetensors_parses(tmp_path: Path) -> None:
 
     header = read_header(path)
 
-    assert header.path == path
+    assert header.source == LocalFile(path)
     assert header.file_size == len(blob)
     assert header.header_bytes == blob[8 : 8 + header_len]
     assert header.metadata == {"format": "pt", "note": "x"}
@@ -235,7 +236,7 @@ def test_file_written_by_safetensors_parses(tmp_path: Path) -> None:
     # Absolute offsets, in file order, tiling the data buffer exactly.
     position = 8 + header_len
     for t in header.tensors:
-        assert t.file == path
+        assert t.file == LocalFile(path)
         assert t.start == position
         assert t.nbytes == t.end - t.start == tensors[t.name].numel() * tensors[t.name].element_size()
         assert t.numel == tensors[t.name].numel()

@@ -12,6 +12,7 @@ from conftest import random_state, save, save_sharded
 from wsel.checkpoint.header import read_header
 from wsel.checkpoint.index import open_checkpoint
 from wsel.errors import CheckpointError
+from wsel.sources.local import LocalFile, LocalFolder
 
 INDEX = "model.safetensors.index.json"
 SHARD1 = "model-00001-of-00002.safetensors"
@@ -48,15 +49,15 @@ def test_single_file(tmp_path: Path) -> None:
     tensors = random_state(SHAPES)
     path = save(tmp_path / "teacher.safetensors", tensors)
     ckpt = open_checkpoint(path)
-    assert ckpt.path == path
-    assert ckpt.files == (path,)
-    assert ckpt.folder == tmp_path
+    assert ckpt.location == str(path)
+    assert ckpt.files == (LocalFile(path),)
+    assert ckpt.folder == LocalFolder(tmp_path)
     assert ckpt.index_metadata == {}
     assert sorted(ckpt.tensors) == ["a", "b", "c", "d"]
     assert ckpt.total_bytes == sum(t.numel() * 4 for t in tensors.values())
     blob = path.read_bytes()
     for name, info in ckpt.tensors.items():
-        assert info.file == path and info.shape == tuple(tensors[name].shape) and info.dtype == "F32"
+        assert info.file == LocalFile(path) and info.shape == tuple(tensors[name].shape) and info.dtype == "F32"
         assert blob[info.start : info.end] == tensor_bytes(tensors[name])
 
 
@@ -70,9 +71,9 @@ def test_folder_with_model_safetensors(tmp_path: Path) -> None:
     save(tmp_path / "m" / "model.safetensors", tensors)
     save(tmp_path / "m" / "other.safetensors", {"x": torch.zeros(1)})  # model.safetensors wins
     ckpt = open_checkpoint(tmp_path / "m")
-    assert ckpt.path == tmp_path / "m"
-    assert ckpt.folder == tmp_path / "m"
-    assert ckpt.files == (tmp_path / "m" / "model.safetensors",)
+    assert ckpt.location == str(tmp_path / "m")
+    assert ckpt.folder == LocalFolder(tmp_path / "m")
+    assert ckpt.files == (LocalFile(tmp_path / "m" / "model.safetensors"),)
     assert sorted(ckpt.tensors) == ["a", "b", "c", "d"]
 
 
@@ -80,21 +81,21 @@ def test_folder_with_one_safetensors_file_of_any_name(tmp_path: Path) -> None:
     save(tmp_path / "m" / "weights.safetensors", random_state({"w": (2,)}))
     (tmp_path / "m" / "config.json").write_text("{}")
     ckpt = open_checkpoint(tmp_path / "m")
-    assert ckpt.files == (tmp_path / "m" / "weights.safetensors",)
+    assert ckpt.files == (LocalFile(tmp_path / "m" / "weights.safetensors"),)
     assert list(ckpt.tensors) == ["w"]
 
 
 def test_sharded_folder(tmp_path: Path) -> None:
     folder, tensors = sharded(tmp_path)
     ckpt = open_checkpoint(folder)
-    assert ckpt.path == folder
-    assert ckpt.folder == folder
-    assert ckpt.files == (folder / SHARD1, folder / SHARD2)
-    assert [h.path for h in ckpt.headers] == [folder / SHARD1, folder / SHARD2]
+    assert ckpt.location == str(folder)
+    assert ckpt.folder == LocalFolder(folder)
+    assert ckpt.files == (LocalFile(folder / SHARD1), LocalFile(folder / SHARD2))
+    assert [h.source for h in ckpt.headers] == [LocalFile(folder / SHARD1), LocalFile(folder / SHARD2)]
     assert ckpt.index_metadata == {"total_size": sum(t.numel() * 4 for t in tensors.values())}
     assert {n: t.file.name for n, t in ckpt.tensors.items()} == {"a": SHARD1, "b": SHARD1, "c": SHARD2, "d": SHARD2}
     for name, info in ckpt.tensors.items():
-        assert info.file.read_bytes()[info.start : info.end] == tensor_bytes(tensors[name])
+        assert info.file.path.read_bytes()[info.start : info.end] == tensor_bytes(tensors[name])
         assert info == next(t for t in read_header(info.file).tensors if t.name == name)
 
 
@@ -107,9 +108,9 @@ def test_sharded_folder_index_wins_over_model_safetensors(tmp_path: Path) -> Non
 def test_index_file_itself(tmp_path: Path) -> None:
     folder, _ = sharded(tmp_path)
     ckpt = open_checkpoint(folder / INDEX)
-    assert ckpt.path == folder / INDEX
-    assert ckpt.folder == folder
-    assert ckpt.files == (folder / SHARD1, folder / SHARD2)
+    assert ckpt.location == str(folder / INDEX)
+    assert ckpt.folder == LocalFolder(folder)
+    assert ckpt.files == (LocalFile(folder / SHARD1), LocalFile(folder / SHARD2))
     assert sorted(ckpt.tensors) == ["a", "b", "c", "d"]
 
 

@@ -4,7 +4,8 @@
   planner or the engine;
 - the planner (wsel/plan) never loads the engine, the presentation or the command line;
 - the engine (execute) never loads the presentation or the command line;
-- checkpoint/ (the file formats) knows nothing of plans, students or architectures;
+- checkpoint/ (the file formats) knows nothing of plans, students or architectures, and sources/ (where the
+  bytes are) nothing of what they mean;
 - nothing but `__main__` imports the command line.
 Imports inside functions count (they are dependencies all the same); TYPE_CHECKING imports and the
 package's own `__init__` (which only re-exports, lazily) do not.
@@ -112,8 +113,13 @@ def test_the_engine_never_loads_what_presents() -> None:
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("wsel.checkpoint.")))
 def test_checkpoint_knows_only_files(module: str) -> None:
-    allowed = ("wsel.checkpoint", "wsel.errors", "wsel.select")  # the reader picks a Selection's elements
+    allowed = ("wsel.checkpoint", "wsel.sources", "wsel.errors", "wsel.select")  # the reader picks a Selection's
     assert sorted(m for m in reachable(module) if not m.startswith(allowed)) == []
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("wsel.sources.")))
+def test_sources_know_only_bytes(module: str) -> None:
+    assert sorted(m for m in reachable(module) if not m.startswith(("wsel.sources", "wsel.errors"))) == []
 
 
 def test_only_main_imports_the_command_line() -> None:

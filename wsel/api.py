@@ -21,8 +21,8 @@ from wsel.checkpoint.index import CheckpointIndex, open_checkpoint
 from wsel.checkpoint.output import DEFAULT_MAX_SHARD_SIZE
 from wsel.checkpoint.reader import Read
 from wsel.errors import SpecError
-from wsel.hfconfig import load_config, parse_set
-from wsel.hffolder import TeacherConfig, companion_files
+from wsel.hfconfig import load_config, parse_config, parse_set
+from wsel.hffolder import CONFIG_FILE, TeacherConfig, companion_files
 from wsel.options import PlanOptions
 from wsel.plan.dispatch import make_plan
 from wsel.plan.model import Plan
@@ -34,10 +34,14 @@ PathArg = str | os.PathLike[str]
 Checkpoint = PathArg | CheckpointIndex  # a path, or a checkpoint already opened
 
 
-def open_teacher(path: PathArg) -> CheckpointIndex:
+def open_teacher(location: PathArg, *, connections: int = 8) -> CheckpointIndex:
     """A safetensors checkpoint (a `.safetensors` file, a Hugging Face folder, single-file or sharded, or a
-    `model.safetensors.index.json`), as every tensor's name, dtype, shape and byte range. Reads headers only."""
-    return open_checkpoint(path)
+    `model.safetensors.index.json`), as every tensor's name, dtype, shape and byte range. Reads headers only.
+
+    Remote: `hf://ORG/NAME[@REVISION][/FOLDER]` (or `ORG/NAME` when no such local path exists) for the
+    Hugging Face Hub, an `http(s)://` URL of a .safetensors or index file; later reads fetch only the byte
+    ranges they need, `connections` requests in flight."""
+    return open_checkpoint(location, connections=connections)
 
 
 def build_plan(
@@ -70,15 +74,22 @@ def build_plan(
             raise SpecError(f"{given.source}: --set applies to Hugging Face config.json students, not a {given.kind}")
         return make_plan(index, given, options)
 
-    config_path = Path(teacher_config) if teacher_config is not None else index.folder / "config.json"
-    if not config_path.is_file():
-        raise SpecError(
-            f"{config_path}: teacher config.json not found; pass --teacher-config PATH "
-            "(a config.json student needs the teacher's config)"
-        )
-    t_config = TeacherConfig(load_config(config_path), str(config_path), companion_files(index.folder))
+    t_config = TeacherConfig(*_teacher_config(index, teacher_config), companion_files(index.folder))
     overrides = list(sets.items()) if isinstance(sets, Mapping) else [parse_set(s) for s in sets]
     return make_plan(index, student_from_config(given, t_config, overrides), options)
+
+
+def _teacher_config(teacher: CheckpointIndex, path: PathArg | None) -> tuple[dict[str, Any], str]:
+    """The teacher's config.json (`path`, else the one in the teacher's folder) and where it was read."""
+    where = os.fspath(path) if path is not None else teacher.folder.where(CONFIG_FILE)
+    if path is not None and not Path(path).is_file() or path is None and not teacher.folder.has(CONFIG_FILE):
+        raise SpecError(
+            f"{where}: teacher config.json not found; pass --teacher-config PATH "
+            "(a config.json student needs the teacher's config)"
+        )
+    if path is not None:
+        return load_config(Path(path)), where
+    return parse_config(teacher.folder.read_small(CONFIG_FILE), where), where
 
 
 def write_student(

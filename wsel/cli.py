@@ -28,9 +28,16 @@ from wsel.options import (
 )
 
 if TYPE_CHECKING:
+    from wsel.checkpoint.index import CheckpointIndex
     from wsel.plan.model import Plan
 
-TEACHER_HELP = "Teacher checkpoint: a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json."
+DEFAULT_CONNECTIONS = 8  # wsel.sources.http.DEFAULT_CONNECTIONS (not imported: the CLI starts without it)
+
+TEACHER_HELP = (
+    "Teacher checkpoint: a .safetensors file, a Hugging Face folder, a model.safetensors.index.json; a Hub repo "
+    "hf://ORG/NAME[@REVISION][/FOLDER] (or ORG/NAME when no such local path exists); or an http(s):// URL of a "
+    ".safetensors or index file. Remote teachers are read by range requests: only the bytes needed."
+)
 STUDENT_HELP = (
     "Student config: a Hugging Face config.json, a shape manifest .json, a template .safetensors (header only), "
     "or - for stdin."
@@ -138,6 +145,32 @@ def _student_options(f: Any) -> Any:
     return command
 
 
+@dataclass(frozen=True)
+class TeacherArgs:
+    location: str
+    connections: int
+
+    def open(self) -> CheckpointIndex:
+        return wsel.open_teacher(self.location, connections=self.connections)
+
+
+def _teacher_options(f: Any) -> Any:
+    """Add --teacher and --connections and hand the command one TeacherArgs (`teacher`) in their place."""
+
+    @functools.wraps(f)
+    def command(*args: Any, teacher: str, connections: int, **kwargs: Any) -> Any:
+        return f(*args, teacher=TeacherArgs(teacher, connections), **kwargs)
+
+    command = click.option(
+        "--connections",
+        type=click.IntRange(min=1),
+        default=DEFAULT_CONNECTIONS,
+        show_default=True,
+        help="Requests in flight when the teacher is remote.",
+    )(command)
+    return click.option("--teacher", "-t", required=True, help=TEACHER_HELP)(command)
+
+
 def _output_options(f: Any) -> Any:
     f = click.option(
         "--report",
@@ -161,7 +194,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--teacher", "-t", required=True, type=click.Path(path_type=Path), help=TEACHER_HELP)
+@_teacher_options
 @click.option(
     "--output",
     "-o",
@@ -180,7 +213,7 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing output checkpoint.")
 @_output_options
 def init(
-    teacher: Path,
+    teacher: TeacherArgs,
     output: str,
     student: StudentArgs,
     dtype: str | None,
@@ -196,10 +229,12 @@ def init(
     console = make_console(quiet)
     with _errors_exit():
         options = replace(student.options, dtype=CAST_TARGETS[dtype] if dtype else None)
-        plan = _plan(teacher, student, options)
+        plan = _plan(teacher.open(), student, options)
         if report_file is not None:
             _check_writable(report_file)  # before the run: a failed report must not follow a written checkpoint
-        with byte_progress(console, sum(t.nbytes for t in plan.written), "selecting") as on_progress:
+        planned = sum(length for _, _, length in wsel.read_schedule(plan))  # teacher bytes the run reads
+        verb = "fetching" if plan.teacher.folder.describe() is not None else "reading"
+        with byte_progress(console, planned, verb) as on_progress:
             # a trailing slash on `output` always means a folder
             stats = wsel.write_student(
                 plan, output, force=force, max_shard_size=max_shard_size, on_progress=on_progress
@@ -208,44 +243,45 @@ def init(
 
 
 @cli.command()
-@click.option("--teacher", "-t", required=True, type=click.Path(path_type=Path), help=TEACHER_HELP)
+@_teacher_options
 @_student_options
 @_output_options
-def inspect(teacher: Path, student: StudentArgs, quiet: bool, as_json: bool, report_file: Path | None) -> None:
+def inspect(teacher: TeacherArgs, student: StudentArgs, quiet: bool, as_json: bool, report_file: Path | None) -> None:
     """Show a checkpoint's tensors (and how wsel made it), or, with a student, preview the mapping.
     Writes no checkpoint."""
     from wsel import render
 
     console = make_console(quiet)
     with _errors_exit():
+        index = teacher.open()
         if student.config is None and not student.sets:
-            doc = wsel.teacher_report(teacher)
+            doc = wsel.teacher_report(index)
             _emit(console, doc, as_json, report_file, render.render_teacher, render.markdown_teacher)
             return
-        plan = _plan(teacher, student, student.options)
+        plan = _plan(index, student, student.options)
         _emit(console, wsel.plan_report(plan, None, "inspect"), as_json, report_file, render.render, render.markdown)
 
 
 @cli.command()
-@click.option("--teacher", "-t", required=True, type=click.Path(path_type=Path), help=TEACHER_HELP)
+@_teacher_options
 @click.option(
     "--student", "-s", required=True, type=click.Path(path_type=Path), help="The student checkpoint written by wsel."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="Nothing on stderr unless something does not match.")
-def verify(teacher: Path, student: Path, as_json: bool, quiet: bool) -> None:
+def verify(teacher: TeacherArgs, student: Path, as_json: bool, quiet: bool) -> None:
     """Check that every student tensor equals its recorded selection of the teacher, bit for bit.
 
     Exit 0 when all match, 1 when any does not (the first ones are listed).
     """
     console = make_console(quiet)
     with _errors_exit():
-        result = wsel.verify_student(teacher, student)
+        result = wsel.verify_student(teacher.open(), student)
     doc = {
         "schema": 1,
         "wsel_version": __version__,
         "command": "verify",
-        "teacher": str(teacher),
+        "teacher": teacher.location,
         "student": str(student),
         "tensors_checked": result.checked,
         "ok": result.ok,
@@ -266,7 +302,7 @@ def verify(teacher: Path, student: Path, as_json: bool, quiet: bool) -> None:
     sys.exit(1)
 
 
-def _plan(teacher: Path, student: StudentArgs, options: PlanOptions) -> Plan:
+def _plan(teacher: CheckpointIndex, student: StudentArgs, options: PlanOptions) -> Plan:
     return wsel.build_plan(
         teacher, student.config, sets=student.sets, teacher_config=student.teacher_config, options=options
     )

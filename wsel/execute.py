@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from wsel import __version__, provenance
@@ -44,26 +45,31 @@ def run(
 ) -> Stats:
     """Write the student described by `plan` to `target`: a .safetensors file, or a folder (always when
     `folder` is true). A file appears by an atomic rename; a folder is staged beside the target and
-    published in one step (`wsel.checkpoint.staged`). A failure or interruption leaves `target` as it was."""
+    published in one step (`wsel.checkpoint.staged`). A failure or interruption leaves `target` as it was.
+    `on_progress` is called with the number of teacher bytes of each read (their total: `read_schedule`)."""
     started = time.perf_counter()
     target = Path(target)
     if not plan.written:
         raise PlanError(f"{target}: nothing to write: every student tensor is excluded")
     extra_names = plan.folder_files.names if plan.folder_files is not None else ()
-    check_target(target, plan.teacher.files, force, extra_names, folder)
+    teacher_files = tuple(path for f in plan.teacher.files if (path := f.local_path) is not None)
+    check_target(target, teacher_files, force, extra_names, folder)
     out = layout(target, [OutputTensor(t.name, t.dtype, t.shape) for t in plan.written], max_shard_size, folder)
     by_name = {t.name: t for t in plan.written}
     shard_metadata = metadata(plan)
+    before = replace(plan.teacher.traffic())
     with StagedOutput(out, plan.folder_files) as staged:
         with TensorReader(block_bytes) as reader:  # the teacher's files are closed before the output appears
+            reader.on_read = on_progress
             reader.expect(_reads([by_name[t.name] for shard in out.shards for t in shard.tensors], block_bytes))
             for shard in out.shards:
                 with staged.writer(shard, shard_metadata) as writer:
                     for tensor in shard.tensors:
-                        writer.write(tensor.name, _reported(_chunks(reader, by_name[tensor.name]), on_progress))
+                        writer.write(tensor.name, _chunks(reader, by_name[tensor.name]))
                     writer.finish()
             bytes_read = reader.bytes_read
         staged.commit({"wsel.version": __version__})
+    traffic = plan.teacher.traffic()
     files = out.files + (tuple(target / name for name in extra_names) if out.is_folder else ())
     return Stats(
         files=files,
@@ -71,6 +77,9 @@ def run(
         file_bytes=sum(f.stat().st_size for f in files),
         bytes_read=bytes_read,
         seconds=time.perf_counter() - started,
+        bytes_fetched=traffic.bytes_fetched - before.bytes_fetched,
+        requests=traffic.requests - before.requests,
+        retries=traffic.retries - before.retries,
     )
 
 
@@ -91,10 +100,3 @@ def _chunks(reader: TensorReader, tensor: WrittenTensor) -> Iterable[Chunk]:
     if tensor.dtype != tensor.source.dtype or tensor.scale is not None:
         chunks = transform_chunks(chunks, tensor.source.dtype, tensor.dtype, tensor.scale)
     return chunks
-
-
-def _reported(chunks: Iterable[Chunk], on_progress: ProgressCallback | None) -> Iterator[Chunk]:
-    for chunk in chunks:
-        yield chunk
-        if on_progress is not None:
-            on_progress(len(chunk))

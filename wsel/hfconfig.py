@@ -28,13 +28,22 @@ class _Missing(Exception):
 
 def load_config(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise SpecError(f"{path}: config.json not found") from None
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, huge integers
+    except OSError as e:
         raise SpecError(f"{path}: cannot read the config: {e}") from None
+    return parse_config(data, str(path))
+
+
+def parse_config(data: bytes, where: str) -> dict[str, Any]:
+    """A config.json's bytes as a JSON object. Raises SpecError naming `where`."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, huge integers
+        raise SpecError(f"{where}: cannot read the config: {e}") from None
     if not isinstance(doc, dict):
-        raise SpecError(f"{path}: expected a JSON object")
+        raise SpecError(f"{where}: expected a JSON object")
     return doc
 
 

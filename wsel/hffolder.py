@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from wsel.layers import LayerMap
+from wsel.sources.base import Companion, Folder
 
 CONFIG_FILE = "config.json"
 
@@ -38,7 +38,7 @@ class TeacherConfig:
 
     config: dict[str, Any]
     source: str
-    companions: tuple[Path, ...] = ()
+    companions: tuple[Companion, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class FolderFiles:
     """What a config.json student's folder holds beside the weights."""
 
     config: dict[str, Any]  # the student's config.json
-    companions: tuple[Path, ...]  # teacher-folder files copied as they are (tokenizer, generation, ...)
+    companions: tuple[Companion, ...]  # teacher-folder files copied as they are (tokenizer, generation, ...)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -56,13 +56,13 @@ class FolderFiles:
         """(file name, bytes) of each file, in `names` order: config.json (keys sorted, as transformers writes
         it), then the copies (read only now)."""
         yield CONFIG_FILE, (json.dumps(self.config, indent=2, sort_keys=True) + "\n").encode()
-        for source in self.companions:
-            yield source.name, source.read_bytes()
+        for companion in self.companions:
+            yield companion.name, companion.read()
 
 
-def companion_files(folder: Path) -> tuple[Path, ...]:
-    """The companion files present in a teacher folder."""
-    return tuple(folder / name for name in COMPANION_FILES if (folder / name).is_file())
+def companion_files(folder: Folder) -> tuple[Companion, ...]:
+    """The companion files present in a teacher folder (read only when the output is written)."""
+    return tuple(Companion(folder, name, folder.where(name)) for name in COMPANION_FILES if folder.has(name))
 
 
 def student_config_json(student_config: dict[str, Any]) -> dict[str, Any]:

@@ -24,12 +24,14 @@ RECORDED_OPTIONS = ("layers", "elements", "seed", "attention", "rescale", "dtype
 
 
 def fingerprints(index: CheckpointIndex) -> list[dict[str, str]]:
-    return [{"file": h.path.name, "header_sha256": hashlib.sha256(h.header_bytes).hexdigest()} for h in index.headers]
+    return [{"file": h.source.name, "header_sha256": hashlib.sha256(h.header_bytes).hexdigest()} for h in index.headers]
 
 
 def build(plan: Plan) -> dict[str, Any]:
     options = plan.options.to_dict()
+    remote = plan.teacher.folder.describe()
     return {
+        **({"remote": remote} if remote is not None else {}),  # a Hub teacher: repo, revision, commit
         "wsel_version": __version__,
         "teacher": fingerprints(plan.teacher),
         "options": {key: options[key] for key in RECORDED_OPTIONS},
@@ -59,7 +61,7 @@ def read(index: CheckpointIndex) -> dict[str, Any] | None:
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError:
-        raise CheckpointError(f"{index.headers[0].path}: {METADATA_KEY} metadata is not valid JSON") from None
+        raise CheckpointError(f"{index.headers[0].source}: {METADATA_KEY} metadata is not valid JSON") from None
     if not isinstance(doc, dict) or not {"teacher", "axes", "tensors"} <= set(doc):
-        raise CheckpointError(f"{index.headers[0].path}: {METADATA_KEY} metadata is incomplete")
+        raise CheckpointError(f"{index.headers[0].source}: {METADATA_KEY} metadata is incomplete")
     return doc

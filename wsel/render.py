@@ -98,12 +98,25 @@ def render(console: Console, report: dict[str, Any]) -> None:
     for row in _rows(report):
         table.add_row(*(Text(cell) for cell in row))
     console.print(table)
+    if "remote" in report["teacher"]:
+        console.print(Text(remote_line(report["teacher"]["remote"])))
     console.print(Text(_path_line(report)))
     for m in report["layer_maps"]:
         console.print(Text(f"layers {m['group']}: {m['picture']}  {m['summary']}"))
     for warning in report["warnings"]:
         console.print(Text(f"warning: {warning}", style="yellow"))
     console.print(Text(summary_line(report)))
+
+
+def remote_line(remote: dict[str, Any]) -> str:
+    """Where a remote teacher was read: `hf://org/name at commit 0123456789ab (main), from https://...`."""
+    if "repo" in remote:
+        folder = f"/{remote['subfolder']}" if remote["subfolder"] else ""
+        return (
+            f"teacher read from hf://{remote['repo']}{folder} at commit {remote['commit'][:12]} "
+            f"({remote['revision']}), from {remote['endpoint']}"
+        )
+    return f"teacher read from {remote['url']}"
 
 
 def _path_line(report: dict[str, Any]) -> str:
@@ -124,6 +137,9 @@ def summary_line(report: dict[str, Any]) -> str:
     run = report.get("run")
     if run:
         line += f"; read {human_bytes(run['bytes_read'])} in {run['seconds']:.2f} s → {', '.join(run['files'])}"
+        if run.get("requests"):
+            retried = f", {run['retries']} retried" if run["retries"] else ""
+            line += f" (fetched {human_bytes(run['bytes_fetched'])} in {run['requests']} requests{retried})"
     else:
         line += "; nothing written (inspect)"
     return line
@@ -140,6 +156,8 @@ def render_teacher(console: Console, report: dict[str, Any]) -> None:
     for t in report["tensors"]:
         table.add_row(Text(t["name"]), _shape(t["shape"]), t["dtype"], human_bytes(t["bytes"]), Text(t["file"]))
     console.print(table)
+    if "remote" in teacher:
+        console.print(Text(remote_line(teacher["remote"])))
     for g in teacher["layer_groups"]:
         console.print(Text(f"layers {g['group']}: {g['layers']}"))
     if report.get("provenance"):

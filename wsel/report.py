@@ -75,14 +75,18 @@ def _teacher_summary(teacher: CheckpointIndex) -> dict[str, Any]:
         ref = find_layer(name)
         if ref is not None:
             groups.setdefault(ref.group, set()).add(ref.index)
-    return {
-        "path": str(teacher.path),
+    summary = {
+        "path": teacher.location,
         "files": [f.name for f in teacher.files],
         "tensors": len(teacher.tensors),
         "parameters": sum(t.numel for t in teacher.tensors.values()),
         "bytes": teacher.total_bytes,
         "layer_groups": [{"group": g, "layers": len(groups[g])} for g in sorted(groups)],
     }
+    remote = teacher.folder.describe()
+    if remote is not None:  # a Hub repo (repo, revision, commit, subfolder, endpoint) or a URL's folder
+        summary["remote"] = remote
+    return summary
 
 
 def _dim_entry(axis: str, text: str, sel: Selection, axes: dict[str, Selection]) -> dict[str, Any]:
@@ -116,5 +120,8 @@ def _run_entry(stats: Stats) -> dict[str, Any]:
         "tensor_bytes": stats.tensor_bytes,
         "file_bytes": stats.file_bytes,
         "bytes_read": stats.bytes_read,
+        "bytes_fetched": stats.bytes_fetched,
+        "requests": stats.requests,
+        "retries": stats.retries,
         "seconds": round(stats.seconds, 3),
     }

@@ -17,3 +17,6 @@ class Stats:
     file_bytes: int  # including headers (and the index)
     bytes_read: int  # teacher bytes read
     seconds: float
+    bytes_fetched: int = 0  # a remote teacher: bytes received over the network (range requests)
+    requests: int = 0  # ... requests made
+    retries: int = 0  # ... requests retried after a transient failure

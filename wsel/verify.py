@@ -32,8 +32,9 @@ def verify(teacher: CheckpointIndex, student: CheckpointIndex, block_bytes: int 
     when the student has no provenance (it was not written by wsel)."""
     record = provenance.read(student)
     if record is None:
+        key = provenance.METADATA_KEY
         raise CheckpointError(
-            f"{student.path}: no {provenance.METADATA_KEY} metadata; only checkpoints written by wsel can be verified"
+            f"{student.location}: no {key} metadata; only checkpoints written by wsel can be verified"
         )
     result = VerifyResult()
     current = {f["file"]: f["header_sha256"] for f in provenance.fingerprints(teacher)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,12 @@ from typing import Any
 
 from wsel.checkpoint.dtypes import DTYPES, byte_length
 from wsel.errors import CheckpointError
+from wsel.sources.base import Source
+from wsel.sources.local import LocalFile
 
 # The safetensors reference implementation refuses headers above 100 MB; so do we, before reading it.
 MAX_HEADER_BYTES = 100_000_000
+
 METADATA_KEY = "__metadata__"
 TENSOR_KEYS = ("dtype", "shape", "data_offsets")
 
@@ -32,7 +34,7 @@ class TensorInfo:
     name: str
     dtype: str
     shape: tuple[int, ...]
-    file: Path
+    file: Source
     start: int
     end: int
 
@@ -49,7 +51,7 @@ class TensorInfo:
 class Header:
     """A parsed, validated safetensors header: tensors in file order, metadata, file size."""
 
-    path: Path
+    source: Source
     tensors: tuple[TensorInfo, ...]
     metadata: dict[str, str]
     header_bytes: bytes  # the raw JSON, kept for fingerprints
@@ -74,34 +76,28 @@ def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
     return obj
 
 
-def read_header(path: str | os.PathLike[str]) -> Header:
-    """Parse and validate the header of one safetensors file. Raises CheckpointError naming the file."""
-    path = Path(path)
+def read_header(file: Source | str | os.PathLike[str]) -> Header:
+    """Parse and validate the header of one safetensors file (a Source, or a local path): one read of the
+    handle's `first_read_bytes` (a remote file's header usually comes whole in it), then the rest of the
+    header if any. Raises CheckpointError naming the file."""
+    source = file if isinstance(file, Source) else LocalFile(Path(file))
 
     def fail(problem: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {problem}")
+        return CheckpointError(f"{source}: {problem}")
 
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as e:
-        raise fail(f"cannot read: {e.strerror or e}") from None
-    if stat.S_ISDIR(mode):
-        raise fail("is a directory, expected a .safetensors file")
-    if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
-        raise fail("is not a regular file")
-    try:
-        with open(path, "rb") as f:
-            file_size = os.fstat(f.fileno()).st_size
-            if file_size < 8:
-                raise fail(f"file is {file_size} bytes, too short for a safetensors header (truncated?)")
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            if header_len > MAX_HEADER_BYTES:
-                raise fail(f"header length {header_len} exceeds the {MAX_HEADER_BYTES} byte limit")
-            if header_len > file_size - 8:
-                raise fail(f"header length {header_len} runs past the end of the file ({file_size} bytes; truncated?)")
-            raw = f.read(header_len)
-    except OSError as e:
-        raise fail(f"cannot read: {e.strerror or e}") from None
+    with source.open() as handle:
+        file_size = handle.size
+        if file_size < 8:
+            raise fail(f"file is {file_size} bytes, too short for a safetensors header (truncated?)")
+        head = handle.read(0, min(file_size, max(8, handle.first_read_bytes)))
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if header_len > MAX_HEADER_BYTES:
+            raise fail(f"header length {header_len} exceeds the {MAX_HEADER_BYTES} byte limit")
+        if header_len > file_size - 8:
+            raise fail(f"header length {header_len} runs past the end of the file ({file_size} bytes; truncated?)")
+        if 8 + header_len > len(head):
+            head += handle.read(len(head), 8 + header_len - len(head))
+    raw = head[8 : 8 + header_len]
 
     try:
         text = raw.decode("utf-8")
@@ -125,10 +121,10 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     metadata = _parse_metadata(doc.pop(METADATA_KEY, {}), fail)
     data_start = 8 + header_len
     data_size = file_size - data_start
-    tensors = [_parse_entry(name, entry, path, data_start, fail) for name, entry in doc.items()]
+    tensors = [_parse_entry(name, entry, source, data_start, fail) for name, entry in doc.items()]
     _check_tiling(tensors, data_start, data_size, fail)
     tensors.sort(key=lambda t: (t.start, t.end))
-    return Header(path, tuple(tensors), metadata, raw, file_size)
+    return Header(source, tuple(tensors), metadata, raw, file_size)
 
 
 def _parse_metadata(meta: Any, fail: Any) -> dict[str, str]:
@@ -145,7 +141,7 @@ def _parse_metadata(meta: Any, fail: Any) -> dict[str, str]:
     return dict(meta)
 
 
-def _parse_entry(name: str, entry: Any, path: Path, data_start: int, fail: Any) -> TensorInfo:
+def _parse_entry(name: str, entry: Any, source: Source, data_start: int, fail: Any) -> TensorInfo:
     if not isinstance(entry, dict):
         raise fail(f"tensor {name!r}: entry is not an object")
     duplicate = getattr(entry, "duplicate", None)
@@ -179,7 +175,7 @@ def _parse_entry(name: str, entry: Any, path: Path, data_start: int, fail: Any) 
         raise fail(
             f"tensor {name!r}: data_offsets span {offsets[1] - offsets[0]} bytes but {dtype}{shape} needs {expected}"
         )
-    return TensorInfo(name, dtype, tuple(shape), path, data_start + offsets[0], data_start + offsets[1])
+    return TensorInfo(name, dtype, tuple(shape), source, data_start + offsets[0], data_start + offsets[1])
 
 
 _U64 = 2**64

@@ -1,90 +1,125 @@
-"""A checkpoint (one file, a folder, or a sharded index) as a name → TensorInfo map. Headers only."""
+"""A checkpoint (one file, a folder, or a sharded index) as a name → TensorInfo map. Headers only.
+
+The files may be local or remote (`wsel.sources`): a folder is a local folder, a Hub repo (folder) or the
+folder of an index URL; what is found in it is the same either way.
+"""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from wsel.checkpoint.header import Header, TensorInfo, read_header
 from wsel.errors import CheckpointError
+from wsel.sources.base import Folder, Source, Traffic
+from wsel.sources.local import LocalFolder
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # ORG/NAME, as the Hub names repos
 
 
 @dataclass(frozen=True)
 class CheckpointIndex:
     """Every tensor of a checkpoint, by name, with the file and byte range that holds it."""
 
-    path: Path  # what the user named
+    location: str  # what the user named: a path, `hf://org/name`, or a URL
+    folder: Folder  # where its files (and, for a Hugging Face folder, config.json and tokenizer files) are
     headers: tuple[Header, ...]  # one per file, in shard order
     tensors: dict[str, TensorInfo]
     index_metadata: dict[str, object]  # the index file's "metadata" (empty for a single file)
 
     @property
-    def files(self) -> tuple[Path, ...]:
-        return tuple(h.path for h in self.headers)
+    def files(self) -> tuple[Source, ...]:
+        return tuple(h.source for h in self.headers)
 
     @property
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
 
-    @property
-    def folder(self) -> Path:
-        return self.path if self.path.is_dir() else self.path.parent
+    def traffic(self) -> Traffic:
+        """What reading this checkpoint's files has cost so far over the network (nothing when local)."""
+        return self.folder.traffic()
 
 
-def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointIndex:
-    """Open a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json."""
-    path = Path(path)
+def open_checkpoint(location: str | os.PathLike[str], connections: int = 8) -> CheckpointIndex:
+    """Open a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json: local, or remote
+    (`hf://org/name[@revision][/subfolder]`, or an `http(s)://` URL of a .safetensors or index file; a bare
+    `org/name` that is no local path is the Hub repo). `connections`: requests in flight for a remote one."""
+    text = os.fspath(location)
+    shown = text
+    if _HUB_NAME.match(text) and not os.path.lexists(text):
+        text = f"hf://{text}"
+        shown = f"{text} ({location} is not a local path)"
+    if text.startswith(("hf://", "http://", "https://")):
+        from wsel.sources.remote import open_remote  # deferred: local runs never load an HTTP client
+
+        folder, name = open_remote(text, connections)
+        return open_in_folder(folder, name, shown)
+    return _open_local(Path(text))
+
+
+def _open_local(path: Path) -> CheckpointIndex:
     try:
         os.stat(path)
     except OSError as e:  # missing, or a symlink loop (ELOOP), ...
         problem = "no such file or directory" if e.errno == errno.ENOENT else (e.strerror or str(e))
         raise CheckpointError(f"{path}: {problem}") from None
     if path.is_dir():
-        if (path / INDEX_FILE).is_file():
-            return _open_index(path / INDEX_FILE, shown_as=path)
-        if (path / SINGLE_FILE).is_file():
-            return _open_single(path / SINGLE_FILE, shown_as=path)
-        found = sorted(p.name for p in path.glob("*.safetensors"))
-        if len(found) == 1:
-            return _open_single(path / found[0], shown_as=path)
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise CheckpointError(_pickle_message(path / pickles[0]))
-        what = f"{len(found)} .safetensors files but no {INDEX_FILE}" if found else "no .safetensors file"
-        raise CheckpointError(f"{path}: folder has {what}; name the file or add {INDEX_FILE}")
-    if path.name.endswith(".index.json"):
-        return _open_index(path, shown_as=path)
+        return open_in_folder(LocalFolder(path), None, str(path))
     if path.suffix in PICKLE_SUFFIXES:
-        raise CheckpointError(_pickle_message(path))
-    return _open_single(path, shown_as=path)
+        raise CheckpointError(_pickle_message(str(path)))
+    return open_in_folder(LocalFolder(path.parent), path.name, str(path))
 
 
-def _pickle_message(path: Path) -> str:
+def open_in_folder(folder: Folder, name: str | None, shown_as: str) -> CheckpointIndex:
+    """The checkpoint that is the file `name` of `folder` (a .safetensors file or an index), or, with no
+    name, the checkpoint the folder holds: its index, else model.safetensors, else its one .safetensors."""
+    if name is not None:
+        if name.endswith(".index.json"):
+            return _open_index(folder, name, shown_as)
+        return _open_single(folder.source(name), folder, shown_as)
+    if folder.has(INDEX_FILE):
+        return _open_index(folder, INDEX_FILE, shown_as)
+    if folder.has(SINGLE_FILE):
+        return _open_single(folder.source(SINGLE_FILE), folder, shown_as)
+    names = folder.names() or []
+    found = [n for n in names if n.endswith(".safetensors")]
+    if len(found) == 1:
+        return _open_single(folder.source(found[0]), folder, shown_as)
+    pickles = [n for n in names if Path(n).suffix in PICKLE_SUFFIXES]
+    if pickles:
+        raise CheckpointError(_pickle_message(folder.where(pickles[0])))
+    what = f"{len(found)} .safetensors files but no {INDEX_FILE}" if found else "no .safetensors file"
+    raise CheckpointError(f"{shown_as}: folder has {what}; name the file or add {INDEX_FILE}")
+
+
+def _pickle_message(where: str) -> str:
     return (
-        f"{path}: pickle checkpoints are not loaded (they can run code); convert it to safetensors "
+        f"{where}: pickle checkpoints are not loaded (they can run code); convert it to safetensors "
         "first, e.g. safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors')"
     )
 
 
-def _open_single(file: Path, shown_as: Path) -> CheckpointIndex:
+def _open_single(file: Source, folder: Folder, shown_as: str) -> CheckpointIndex:
     header = read_header(file)
-    return CheckpointIndex(shown_as, (header,), {t.name: t for t in header.tensors}, {})
+    return CheckpointIndex(shown_as, folder, (header,), {t.name: t for t in header.tensors}, {})
 
 
-def _open_index(index_file: Path, shown_as: Path) -> CheckpointIndex:
+def _open_index(folder: Folder, index_name: str, shown_as: str) -> CheckpointIndex:
+    where = folder.where(index_name)
+
     def fail(problem: str) -> CheckpointError:
-        return CheckpointError(f"{index_file}: {problem}")
+        return CheckpointError(f"{where}: {problem}")
 
     try:
-        doc = json.loads(index_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, huge integers
+        doc = json.loads(folder.read_small(index_name).decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, huge integers
         raise fail(f"cannot read the index: {e}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
         raise fail('not a sharded index: expected an object with a "weight_map" object')
@@ -100,10 +135,9 @@ def _open_index(index_file: Path, shown_as: Path) -> CheckpointIndex:
     headers = []
     tensors: dict[str, TensorInfo] = {}
     for shard in shard_names:
-        shard_path = index_file.parent / shard
-        if not shard_path.is_file():
-            raise fail(f"shard {shard} is listed but {shard_path} is not a file")
-        header = read_header(shard_path)
+        if not folder.has(shard):
+            raise fail(f"shard {shard} is listed but {folder.where(shard)} is not a file")
+        header = read_header(folder.source(shard))
         headers.append(header)
         for t in header.tensors:
             listed = weight_map.get(t.name)
@@ -116,4 +150,4 @@ def _open_index(index_file: Path, shown_as: Path) -> CheckpointIndex:
     if missing:
         raise fail(f"tensor {missing[0]!r} is listed in weight_map but not found in {weight_map[missing[0]]}")
     metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    return CheckpointIndex(shown_as, tuple(headers), tensors, dict(metadata or {}))
+    return CheckpointIndex(shown_as, folder, tuple(headers), tensors, dict(metadata or {}))

@@ -1,25 +1,24 @@
 """Reading the selected part of one teacher tensor, in bounded blocks, without loading the rest.
 
-Data is read with pread() into one reused buffer: resident memory is bounded by the block size, not by
-the tensor or the checkpoint, and no file pages stay mapped into the process. Elements are viewed as
+Data is read into one reused buffer, by the file's source (pread() for a local file, HTTP range requests
+for a remote one): resident memory is bounded by the block size, not by the tensor or the checkpoint, and
+no file pages stay mapped into the process. Elements are viewed as
 one unsigned integer each (any dtype of 1, 2, 4 or 8 bytes), strides are numpy slices (views), so each
 block is copied once, into the chunk that is yielded.
 
 A tensor is read as a sequence of blocks (`_blocks`): the byte ranges of the file that fill the buffer,
 and how to pick the selected elements out of it. The same sequence gives the exact reads a run will make
-(`read_ranges`), which `TensorReader.expect` turns into readahead: the kernel is asked to fetch the next
-ranges (posix_fadvise WILLNEED) while this process selects and writes the current ones, so the disk works
-while we do.
+(`read_ranges`), which `TensorReader.expect` turns into readahead: the source is asked to fetch the next
+ranges (the kernel with posix_fadvise WILLNEED, or requests in flight) while this process selects and
+writes the current ones, so the disk or the network works while we do.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
@@ -27,14 +26,13 @@ from wsel.checkpoint.dtypes import element_size
 from wsel.checkpoint.header import TensorInfo
 from wsel.errors import CheckpointError
 from wsel.select import Selection
+from wsel.sources.base import Handle, Source
 
 DEFAULT_BLOCK_BYTES = 16 << 20  # the working buffer: one block never exceeds this (unless a single row does)
 DEFAULT_READAHEAD_BYTES = 64 << 20  # how far ahead of the current read the kernel is asked to fetch
 MIN_SKIP_ROW_BYTES = 16 << 10  # rows at least this large that a selection drops are not read at all
 Chunk = bytes | memoryview  # a piece of a tensor's bytes, in order; each one is the consumer's to keep
-Read = tuple[Path, int, int]  # (file, offset, length)
-_ADVISE_PIECE_BYTES = 1 << 20  # Linux caps one WILLNEED at the device's readahead window (128 KiB to MiBs)
-_CAN_ADVISE = hasattr(os, "posix_fadvise")  # Linux and most Unixes; elsewhere readahead is the kernel's own
+Read = tuple[Source, int, int]  # (file, offset, length)
 
 
 @dataclass(frozen=True)
@@ -47,16 +45,17 @@ class _Block:
 
 
 class TensorReader:
-    """Reads teacher bytes through one open file descriptor per shard. Use as a context manager."""
+    """Reads teacher bytes through one open handle per file (`wsel.sources`). Use as a context manager."""
 
     def __init__(self, block_bytes: int = DEFAULT_BLOCK_BYTES, readahead_bytes: int = DEFAULT_READAHEAD_BYTES) -> None:
         self.block_bytes = block_bytes
         self.readahead_bytes = readahead_bytes
         self.bytes_read = 0
-        self._fds: dict[Path, int] = {}
+        self._handles: dict[Source, Handle] = {}
         self._buffer = np.empty(0, dtype=np.uint8)  # grown on first use, reused by every block
         self._expected: Iterator[Read] = iter(())  # reads announced by expect(), not yet advised
-        self._advised_bytes = 0  # bytes of announced reads already handed to the kernel
+        self._advised_bytes = 0  # bytes of announced reads already handed to the sources
+        self.on_read: Callable[[int], None] | None = None  # called with the number of bytes of each read
 
     def __enter__(self) -> TensorReader:
         return self
@@ -65,65 +64,46 @@ class TensorReader:
         self.close()
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
 
     def expect(self, reads: Iterable[Read]) -> None:
         """Announce the reads to come, in order (see `read_ranges`; consumed lazily), so that each read finds
         its bytes fetched already. Only a hint: what is then read may differ."""
-        if self.readahead_bytes > 0 and _CAN_ADVISE:
+        if self.readahead_bytes > 0:
             self._expected = iter(reads)
 
     def _advise(self, upto: int) -> None:
-        """Hand the kernel announced reads until `upto` bytes of them (counted from the start) are on their way."""
+        """Hand the sources announced reads until `upto` bytes of them (counted from the start) are on their way."""
         while self._advised_bytes < upto:
             read = next(self._expected, None)
             if read is None:
                 return
             file, offset, length = read
-            fd = self._fd(file)
-            for piece in range(offset, offset + length, _ADVISE_PIECE_BYTES):
-                try:
-                    os.posix_fadvise(
-                        fd, piece, min(_ADVISE_PIECE_BYTES, offset + length - piece), os.POSIX_FADV_WILLNEED
-                    )
-                except OSError:
-                    break  # a hint the file system may refuse; the read itself reports real errors
+            self._handle(file).prefetch(offset, length)
             self._advised_bytes += length
 
-    def _fd(self, file: Path) -> int:
-        fd = self._fds.get(file)
-        if fd is None:
-            try:
-                fd = self._fds[file] = os.open(file, os.O_RDONLY)
-            except OSError as e:
-                raise CheckpointError(f"{file}: cannot open: {e.strerror or e}") from None
-        return fd
+    def _handle(self, file: Source) -> Handle:
+        handle = self._handles.get(file)
+        if handle is None:
+            handle = self._handles[file] = file.open()
+        return handle
 
-    def _read_into(self, file: Path, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    def _read_into(self, file: Source, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
         """The (offset, length) ranges, back to back, into the reused buffer (a view of it, valid until the
         next call)."""
         total = sum(length for _, length in ranges)
         self._advise(self.bytes_read + total + self.readahead_bytes)
         if len(self._buffer) < total:
             self._buffer = np.empty(max(total, self.block_bytes), dtype=np.uint8)
-        view, fd, at = self._buffer.data, self._fd(file), 0
-        for offset, length in ranges:
-            done = 0
-            while done < length:
-                try:
-                    got = os.preadv(fd, [view[at + done : at + length]], offset + done)
-                except OSError as e:
-                    raise CheckpointError(f"{file}: cannot read at byte {offset + done}: {e.strerror or e}") from None
-                if got == 0:
-                    raise CheckpointError(f"{file}: ended at byte {offset + done} while reading; was it truncated?")
-                done += got
-            at += length
+        self._handle(file).read_into(ranges, self._buffer.data[:total])
         self.bytes_read += total
+        if self.on_read is not None:
+            self.on_read(total)
         return self._buffer[:total]
 
-    def read(self, file: Path, offset: int, length: int) -> bytes:
+    def read(self, file: Source, offset: int, length: int) -> bytes:
         """Exactly `length` bytes at `offset`, as the caller's own copy; a short read means the file
         changed under us."""
         return self._read_into(file, [(offset, length)]).tobytes()

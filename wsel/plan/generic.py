@@ -93,9 +93,10 @@ class GenericPlanner(Planner):
         maps = []
         for group in groups:
             if len(student_layers[group]) > len(teacher_layers[group]):
+                teacher, count = self.teacher.location, len(teacher_layers[group])
                 raise PlanError(
-                    f"student has {len(student_layers[group])} layers in {group!r} but the teacher "
-                    f"{self.teacher.path} has {len(teacher_layers[group])}; a student cannot be deeper than its teacher"
+                    f"student has {len(student_layers[group])} layers in {group!r} but the teacher {teacher} has "
+                    f"{count}; a student cannot be deeper than its teacher"
                 )
             strategy = group_strategy(self.options.layers, groups, group)
             maps.append(make_layer_map(group, sorted(student_layers[group]), sorted(teacher_layers[group]), strategy))
@@ -109,7 +110,7 @@ class GenericPlanner(Planner):
         source = self.teacher.tensors.get(name)
         if source is None:
             raise PlanError(
-                f"student tensor {student.name!r} has no counterpart {name!r} in the teacher {self.teacher.path}; "
+                f"student tensor {student.name!r} has no counterpart {name!r} in the teacher {self.teacher.location}; "
                 f"pass --exclude '{student.name}' to leave it to the student's own init"
             )
         return source
