@@ -3,6 +3,7 @@
 It serves folders as Hub repos under `HF_ENDPOINT=server.url`, with the routes huggingface_hub uses for what
 wsel asks of it:
 - `GET /api/models/{repo}[/revision/{rev}]`: the repo's commit and its files with sizes (`model_info`);
+- `GET /api/models/{repo}/tree/{rev}`: its files, for `snapshot_download`;
 - `HEAD|GET /{repo}/resolve/{rev}/{path}`: small files directly (with X-Repo-Commit and an ETag); tensor
   files (`.safetensors`) by a 302 to `/cdn/...`, as the Hub sends LFS files to its CDN;
 - `GET /cdn/{repo}/{commit}/{path}` and `GET /files/{path}`: bytes, with HTTP Range (206 + Content-Range).
@@ -29,12 +30,14 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 @dataclass
 class Fault:
-    """Misbehave on the next `times` data requests whose path contains `match`."""
+    """Misbehave on `times` data requests whose path contains `match`, after letting `after` of them pass."""
 
     kind: str  # drop | 500 | 429 | full200 | etag | stall | 401 | 404
     match: str = ""
     times: int = 1
     seconds: float = 0.0  # stall: how long
+    after: int = 0
+    retry_after: str | None = None  # 500, 429: the Retry-After header sent (429 always sends one, "1" by default)
 
 
 @dataclass
@@ -96,6 +99,9 @@ class HubServer:
         with self._lock:
             for fault in self.faults:
                 if fault.match in path and fault.times > 0:
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
                     fault.times -= 1
                     return fault
         return None
@@ -127,6 +133,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path)
         if self.hub.latency:
             time.sleep(self.hub.latency)
+        m = re.match(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)$", path)
+        if m:
+            return self._tree(m.group("repo"), m.group("rev"))
         m = re.match(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>.+))?$", path)
         if m:
             return self._model_info(m.group("repo"), m.group("rev") or "main")
@@ -164,6 +173,20 @@ class _Handler(BaseHTTPRequestHandler):
                "disabled": False, "gated": bool(repo.token), "siblings": siblings}  # fmt: skip
         self._answer(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
 
+    def _tree(self, repo_id: str, revision: str) -> None:
+        repo = self._repo(repo_id)
+        if repo is None:
+            return
+        entries = []
+        for p in sorted(p for p in repo.folder.rglob("*") if p.is_file()):
+            oid = hashlib.sha1(p.read_bytes()).hexdigest()
+            entry: dict[str, Any] = {"type": "file", "path": p.relative_to(repo.folder).as_posix(),
+                                     "size": p.stat().st_size, "oid": oid}  # fmt: skip
+            if p.suffix == ".safetensors":
+                entry["lfs"] = {"oid": self.hub.etag(p).strip('"'), "size": p.stat().st_size, "pointerSize": 134}
+            entries.append(entry)
+        self._answer(200, json.dumps(entries).encode(), {"Content-Type": "application/json"})
+
     def _resolve(self, repo_id: str, revision: str, name: str, head: bool) -> None:
         repo = self._repo(repo_id)
         if repo is None:
@@ -186,7 +209,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fault = None if head else self.hub.take_fault(path)
         if fault is not None and fault.kind in ("500", "429", "401", "404"):
-            extra = {"Retry-After": "1"} if fault.kind == "429" else {}
+            retry_after = fault.retry_after or ("1" if fault.kind == "429" else None)
+            extra = {"Retry-After": retry_after} if retry_after is not None else {}
             self._answer(int(fault.kind), b"fault", extra, head=head, path=path)
             return
         if fault is not None and fault.kind == "etag":
@@ -194,7 +218,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "stall":
             time.sleep(fault.seconds)
         data = file.read_bytes()
-        headers = {"ETag": self.hub.etag(file), "Accept-Ranges": "bytes"} | ({"X-Repo-Commit": commit} if commit else {})
+        headers = {"ETag": self.hub.etag(file), "Accept-Ranges": "bytes"} | (
+            {"X-Repo-Commit": commit} if commit else {}
+        )
         m = _RANGE.match(self.headers.get("Range", ""))
         if m is None or (fault is not None and fault.kind == "full200"):
             self._answer(200, data, headers, head=head, path=path, drop=fault is not None and fault.kind == "drop")

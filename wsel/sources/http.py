@@ -25,7 +25,9 @@ from wsel.errors import CheckpointError
 from wsel.sources.base import MAX_SMALL_FILE_BYTES, Folder, Handle, Source, Traffic, too_large
 
 PIECE_BYTES = 8 << 20  # the largest request: big enough to amortize a round trip, small enough to overlap
-MERGE_GAP_BYTES = 16 << 10  # announced reads closer than this are fetched by one request (the gap read too)
+# Announced reads closer than this are fetched by one request, the gap read too: a gap about the size of a
+# request's own headers costs less to fetch than a request of its own.
+MERGE_GAP_BYTES = 1 << 10
 FIRST_READ_BYTES = 64 << 10  # the first request of a file: its header, usually whole (a second one if not)
 DEFAULT_CONNECTIONS = 8  # requests in flight per run (`--connections`); see README "Remote teachers"
 RETRIES = 5  # huggingface_hub's http_backoff defaults, for range requests too
@@ -303,6 +305,9 @@ class HttpHandle(Handle):
         return self.session.get(self.file.url, (first, end - 1), self.learned.etag)
 
     def prefetch(self, offset: int, length: int) -> None:
+        have = len(self.learned.head)  # the first request's bytes are at hand already
+        if offset < have:
+            offset, length = have, offset + length - have
         if length <= 0:
             return
         if self._span is not None and self._span[1] <= offset <= self._span[1] + MERGE_GAP_BYTES:
