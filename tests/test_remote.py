@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import write_manifest
 from golden import LLAMA_SETS, hf_teacher
-from hubserver import Fault, HubServer
+from hubserver import Fault, HubServer, needed_bytes
 
 import wsel
 
@@ -102,18 +102,11 @@ def assert_same_student(remote: Path, local: Path) -> dict[str, Any]:
     return where
 
 
-def needed_bytes(teacher: Path) -> int:
+def needed(teacher: Path) -> int:
     """The bytes a remote run needs: its plan's reads, and each file's first 64 KiB (its header), counted once."""
     plan = wsel.build_plan(teacher, sets=LLAMA_SETS[1::2])
-    ranges = [(file.name, offset, offset + length) for file, offset, length in wsel.read_schedule(plan)]
-    ranges += [(p.name, 0, min(p.stat().st_size, FIRST_READ)) for p in teacher.glob("*.safetensors")]
-    total, end, last = 0, 0, ""
-    for name, first, stop in sorted(ranges):
-        if name != last:
-            last, end = name, 0
-        total += max(0, stop - max(first, end))
-        end = max(end, stop)
-    return total
+    ranges = [(file.name, offset, length) for file, offset, length in wsel.read_schedule(plan)]
+    return needed_bytes(ranges, {p.name: p.stat().st_size for p in teacher.glob("*.safetensors")}, FIRST_READ)
 
 
 def first_reads(folder: Path) -> int:
@@ -146,8 +139,8 @@ def test_hub_teacher_gives_the_local_student(hub: HubServer, teachers: Teachers,
     run = json.loads(result.stdout)["run"]
     # Over the link: the plan's bytes and the headers (gaps under 1 KiB merged: at most 2% more). The
     # headers came before the run, one 64 KiB request per file; the run fetched the rest.
-    needed, sent = needed_bytes(folder), hub.total_sent("/cdn/")
-    assert needed <= sent <= 1.02 * needed
+    need, sent = needed(folder), hub.total_sent("/cdn/")
+    assert need <= sent <= 1.02 * need
     assert sent == first_reads(folder) + run["bytes_fetched"]
     assert run["retries"] == 0
     # Every file was read at the commit the revision named when the run began.
@@ -316,3 +309,18 @@ def test_ctrl_c_stops_a_slow_remote_run_within_a_second(hub: HubServer, tmp_path
     assert time.monotonic() - started < 1.0
     assert (process.returncode, stderr) == (130, "wsel: interrupted\n")
     assert not out.exists() and not [p for p in tmp_path.iterdir() if "wsel-partial" in p.name]
+
+
+def test_a_large_header_takes_a_second_request(hub: HubServer, teachers: Teachers, tmp_path: Path) -> None:
+    """Headers above 64 KiB (models with thousands of tensors): the first request, then exactly the rest."""
+    import torch
+    from conftest import save
+
+    big = save(teachers.sharded.parent / "big.safetensors", {f"t{i:05d}.weight": torch.zeros(2) for i in range(3000)})
+    (header_length,) = struct.unpack("<Q", big.read_bytes()[:8])
+    assert header_length > FIRST_READ
+    result = wsel_run(hub, tmp_path, "inspect", "-t", f"{hub.url}/files/big.safetensors", "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["tensors"]) == 3000
+    ranged = [r for _, path, r, _ in hub.requests if path.endswith("big.safetensors")]
+    assert ranged == [f"bytes=0-{FIRST_READ - 1}", f"bytes={FIRST_READ}-{8 + header_length - 1}"]

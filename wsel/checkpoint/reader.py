@@ -30,7 +30,7 @@ from wsel.sources.base import Handle, Source
 
 DEFAULT_BLOCK_BYTES = 16 << 20  # the working buffer: one block never exceeds this (unless a single row does)
 DEFAULT_READAHEAD_BYTES = 64 << 20  # how far ahead of the current read the kernel is asked to fetch
-MIN_SKIP_ROW_BYTES = 16 << 10  # rows at least this large that a selection drops are not read at all
+MIN_SKIP_ROW_BYTES = Source.min_skip_bytes  # a local file's: dropped rows at least this large are not read
 Chunk = bytes | memoryview  # a piece of a tensor's bytes, in order; each one is the consumer's to keep
 Read = tuple[Source, int, int]  # (file, offset, length)
 
@@ -140,28 +140,28 @@ def _blocks(info: TensorInfo, selections: Sequence[Selection], block_bytes: int)
         raise CheckpointError(f"{info.file}: tensor {info.name!r}: packed {info.dtype} cannot be selected")
     if math.prod(s.size for s in selections) == 0:
         return
-    yield from _row_blocks(info.start, info.shape, esize, selections, block_bytes)
+    yield from _row_blocks(info.start, info.shape, esize, selections, block_bytes, info.file.min_skip_bytes)
 
 
 def _row_blocks(
-    offset: int, shape: tuple[int, ...], esize: int, sels: Sequence[Selection], block_bytes: int
+    offset: int, shape: tuple[int, ...], esize: int, sels: Sequence[Selection], block_bytes: int, skip_bytes: int
 ) -> Iterator[_Block]:
     """Blocks of whole rows (indices along dim 0) holding the kept rows.
 
-    Rows of at least MIN_SKIP_ROW_BYTES: only kept rows are read, one range per run of consecutive ones, so
-    the buffer holds exactly the kept rows. Smaller rows: one range from a block's first kept row to its last
-    (fewer, larger reads), and the kept ones are picked from it.
+    Rows of at least `skip_bytes` (the source's `min_skip_bytes`): only kept rows are read, one range per run
+    of consecutive ones, so the buffer holds exactly the kept rows. Smaller rows: one range from a block's
+    first kept row to its last (fewer, larger reads), and the kept ones are picked from it.
     """
     row_bytes = esize * math.prod(shape[1:])  # one index along dim 0
     kept = sels[0].indices()
     if row_bytes > block_bytes and len(shape) > 1:
         # One row alone exceeds the buffer: descend into each kept row.
         for i in kept.tolist():
-            yield from _row_blocks(offset + i * row_bytes, shape[1:], esize, sels[1:], block_bytes)
+            yield from _row_blocks(offset + i * row_bytes, shape[1:], esize, sels[1:], block_bytes, skip_bytes)
         return
     inner = _inner_pick(shape, esize, sels)
     rows_per_block = max(1, block_bytes // row_bytes)
-    if row_bytes >= MIN_SKIP_ROW_BYTES:
+    if row_bytes >= skip_bytes:
         for start in range(0, len(kept), rows_per_block):
             rows = kept[start : start + rows_per_block]
             run_starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)  # positions where a run begins

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from wsel.errors import CheckpointError
 
@@ -60,6 +60,10 @@ class Handle(ABC):
 
 class Source(ABC):
     """One file of a checkpoint, described. Subclasses are frozen dataclasses, so sources compare by value."""
+
+    # Rows a selection drops are left unread only from this size: below it, reading through them costs less
+    # than starting another read (a system call on a local disk, a request over the network).
+    min_skip_bytes: ClassVar[int] = 16 << 10
 
     @property
     @abstractmethod
