@@ -5,7 +5,8 @@ wsel asks of it:
 - `GET /api/models/{repo}[/revision/{rev}]`: the repo's commit and its files with sizes (`model_info`);
 - `GET /api/models/{repo}/tree/{rev}`: its files, for `snapshot_download`;
 - `HEAD|GET /{repo}/resolve/{rev}/{path}`: small files directly (with X-Repo-Commit and an ETag); tensor
-  files (`.safetensors`) by a 302 to `/cdn/...`, as the Hub sends LFS files to its CDN;
+  files (`.safetensors`) by a 302 to `/cdn/...` on a second port (another origin, as the Hub sends LFS
+  files to its CDN host: a client must not carry the token there);
 - `GET /cdn/{repo}/{commit}/{path}` and `GET /files/{path}`: bytes, with HTTP Range (206 + Content-Range).
 It counts the bytes and requests it serves, can pace its output (a slow link), and can misbehave on request
 (`Fault`): drop a connection mid-body, answer 500 or 429, ignore the Range, change the ETag, stall, refuse.
@@ -32,7 +33,7 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 class Fault:
     """Misbehave on `times` data requests whose path contains `match`, after letting `after` of them pass."""
 
-    kind: str  # drop | 500 | 429 | full200 | etag | stall | 401 | 404
+    kind: str  # drop | 500 | 429 | full200 | etag | stall | 401 | 403 | 404
     match: str = ""
     times: int = 1
     seconds: float = 0.0  # stall: how long
@@ -56,6 +57,7 @@ class HubServer:
     faults: list[Fault] = field(default_factory=list)
     bytes_sent: Counter[str] = field(default_factory=Counter)  # body bytes by URL path
     requests: list[tuple[str, str, str, int]] = field(default_factory=list)  # method, path, range, status
+    authorized: list[str] = field(default_factory=list)  # paths of the requests that carried Authorization
     etag_salt: str = ""  # changed by an `etag` fault: every file then has another ETag
 
     def __post_init__(self) -> None:
@@ -63,18 +65,21 @@ class HubServer:
         self._next_send = time.monotonic()
         self._etags: dict[Path, str] = {}
         handler = type("Handler", (_Handler,), {"hub": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._servers = [ThreadingHTTPServer(("127.0.0.1", 0), handler) for _ in range(2)]  # the Hub, its CDN
+        for server in self._servers:
+            server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._servers[0].server_address[1]}"
+        self.cdn_url = f"http://127.0.0.1:{self._servers[1].server_address[1]}"
 
     def start(self) -> HubServer:
-        self._thread.start()
+        for server in self._servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
 
     def add_repo(self, repo_id: str, folder: Path, token: str | None = None) -> str:
         commit = hashlib.sha1(f"{repo_id}:{sorted(p.name for p in folder.rglob('*'))}".encode()).hexdigest()
@@ -89,6 +94,7 @@ class HubServer:
         with self._lock:
             self.bytes_sent.clear()
             self.requests.clear()
+            self.authorized.clear()
 
     def etag(self, path: Path) -> str:
         """The file's ETag: a hash of its name, size and modification time (as web servers make them: a
@@ -200,7 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {"X-Repo-Commit": repo.commit, "ETag": self.hub.etag(file)}
         if name.endswith(".safetensors"):  # an LFS file: to the CDN
-            headers |= {"Location": f"/cdn/{repo_id}/{repo.commit}/{name}", "X-Linked-Size": str(file.stat().st_size),
+            headers |= {"Location": f"{self.hub.cdn_url}/cdn/{repo_id}/{repo.commit}/{name}",
+                        "X-Linked-Size": str(file.stat().st_size),
                         "X-Linked-Etag": self.hub.etag(file)}  # fmt: skip
             self._answer(302, b"", headers, head=head)
             return
@@ -211,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, b"not found", head=head)
             return
         fault = None if head else self.hub.take_fault(path)
-        if fault is not None and fault.kind in ("500", "429", "401", "404"):
+        if fault is not None and fault.kind in ("500", "429", "401", "403", "404"):
             retry_after = fault.retry_after or ("1" if fault.kind == "429" else None)
             extra = {"Retry-After": retry_after} if retry_after is not None else {}
             self._answer(int(fault.kind), b"fault", extra, head=head, path=path)
@@ -254,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         with self.hub._lock:
             self.hub.requests.append((self.command, path or self.path, self.headers.get("Range", ""), status))
+            if self.headers.get("Authorization"):
+                self.hub.authorized.append(path or self.path)
         if head:
             return
         if drop:  # half the body, then the connection goes away

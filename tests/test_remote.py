@@ -245,6 +245,10 @@ def test_gated_repo_needs_a_token_and_never_prints_it(hub: HubServer, teachers: 
     assert result.returncode == 0, result.stderr
     assert token not in result.stdout + result.stderr
     assert all(token.encode() not in p.read_bytes() for p in out.iterdir())
+    # The token went to the Hub's routes, never to its CDN (another origin: the redirect drops it).
+    assert any("/api/models/org/gated" in path for path in hub.authorized)
+    assert any("/cdn/" in path for _, path, _, _ in hub.requests)
+    assert not [path for path in hub.authorized if "/cdn/" in path]
 
 
 # -------------------------------------------------------------------------------------------- faults
@@ -259,8 +263,9 @@ SHARD = "/cdn/org/llama/"  # faults hit data requests (the header requests come 
         (Fault("500", SHARD, after=3, times=2, retry_after="0"), 2),
         (Fault("429", SHARD, after=3), 1),  # Retry-After: 1
         (Fault("stall", SHARD, after=3, seconds=4), 1),  # longer than the 2 s timeout set below
+        (Fault("403", "/cdn/", after=3), 0),  # a signed CDN link that expired: asked again through the Hub
     ],
-    ids=["dropped", "500-twice", "429", "stalled"],
+    ids=["dropped", "500-twice", "429", "stalled", "expired-link"],
 )
 def test_transient_faults_are_retried_into_the_same_student(
     hub: HubServer, teachers: Teachers, tmp_path: Path, fault: Fault, retries: int
@@ -280,20 +285,21 @@ def test_transient_faults_are_retried_into_the_same_student(
     [
         (Fault("full200", SHARD, after=3), "the server sent the whole file (HTTP 200) for a range request"),
         (Fault("etag", SHARD, after=3), "the file changed while it was read (ETag"),
-        (Fault("401", SHARD, after=3), "HTTP 401: not allowed; for a gated or private Hub repo"),
-        (Fault("404", SHARD, after=3), "HTTP 404: no such file"),
+        # every time: a CDN refusal is first taken for an expired link and asked again through the Hub
+        (Fault("401", SHARD, after=3, times=99), "HTTP 401: not allowed; for a gated or private Hub repo"),
+        (Fault("404", SHARD, after=3, times=99), "HTTP 404: no such file"),
         (Fault("500", SHARD, after=3, times=99, retry_after="0"), "HTTP 500 (after 5 retries)"),
     ],
     ids=["200-for-a-range", "etag-changed", "401", "404", "500-always"],
 )
 def test_faults_that_cannot_be_retried_are_one_line_and_write_nothing(
-    hub: HubServer, tmp_path: Path, fault: Fault, message: str, monkeypatch: pytest.MonkeyPatch
+    hub: HubServer, tmp_path: Path, fault: Fault, message: str
 ) -> None:
     hub.faults.append(fault)
     out = tmp_path / "remote"
     result = wsel_run(hub, tmp_path, "init", "-t", "hf://org/llama", "-o", f"{out}/", *LLAMA_SETS)
     assert_refused(result, message, out)
-    assert "/org/llama/resolve/" in result.stderr and ": bytes " in result.stderr  # names the URL and the range
+    assert "wsel: error: hf://org/llama/model-0000" in result.stderr and ": bytes " in result.stderr  # file, range
 
 
 def test_ctrl_c_stops_a_slow_remote_run_within_a_second(hub: HubServer, tmp_path: Path) -> None:
@@ -301,8 +307,11 @@ def test_ctrl_c_stops_a_slow_remote_run_within_a_second(hub: HubServer, tmp_path
     out = tmp_path / "remote"
     command = [sys.executable, "-m", "wsel", "init", "-t", "hf://org/llama", "-o", f"{out}/", "-q", *LLAMA_SETS]
     process = subprocess.Popen(command, env=env_for(hub, tmp_path), stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # planned, and reading
-    assert process.poll() is None
+    deadline = time.monotonic() + 60
+    while not [r for _, path, r, _ in hub.requests if "/cdn/" in path and not r.startswith("bytes=0-")]:
+        assert time.monotonic() < deadline and process.poll() is None, "no data request came"
+        time.sleep(0.05)  # planned; the data requests have begun: Ctrl-C meets them in flight
+    time.sleep(0.5)
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)

@@ -26,6 +26,7 @@ from wsel.hffolder import CONFIG_FILE, TeacherConfig, companion_files
 from wsel.options import PlanOptions
 from wsel.plan.dispatch import make_plan
 from wsel.plan.model import Plan
+from wsel.sources import DEFAULT_CONNECTIONS
 from wsel.spec import TensorListStudent, load_spec, student_from_config
 from wsel.stats import ProgressCallback, Stats
 from wsel.verify import VerifyResult
@@ -34,7 +35,7 @@ PathArg = str | os.PathLike[str]
 Checkpoint = PathArg | CheckpointIndex  # a path, or a checkpoint already opened
 
 
-def open_teacher(location: PathArg, *, connections: int = 8) -> CheckpointIndex:
+def open_teacher(location: PathArg, *, connections: int = DEFAULT_CONNECTIONS) -> CheckpointIndex:
     """A safetensors checkpoint (a `.safetensors` file, a Hugging Face folder, single-file or sharded, or a
     `model.safetensors.index.json`), as every tensor's name, dtype, shape and byte range. Reads headers only.
 

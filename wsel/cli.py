@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -26,12 +27,12 @@ from wsel.options import (
     PlanOptions,
     parse_layer_strategy,
 )
+from wsel.sources import DEFAULT_CONNECTIONS
 
 if TYPE_CHECKING:
     from wsel.checkpoint.index import CheckpointIndex
     from wsel.plan.model import Plan
 
-DEFAULT_CONNECTIONS = 8  # wsel.sources.http.DEFAULT_CONNECTIONS (not imported: the CLI starts without it)
 
 TEACHER_HELP = (
     "Teacher checkpoint: a .safetensors file, a Hugging Face folder, a model.safetensors.index.json; a Hub repo "
@@ -349,4 +350,6 @@ class _errors_exit:
 
 
 def main() -> None:
+    # huggingface_hub logs its own retries and warnings on stderr; errors reach the user as wsel's one line.
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     cli(prog_name="wsel")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from wsel.checkpoint.header import Header, TensorInfo, read_header
 from wsel.errors import CheckpointError
+from wsel.sources import DEFAULT_CONNECTIONS
 from wsel.sources.base import Folder, Source, Traffic
 from wsel.sources.local import LocalFolder
 
@@ -47,7 +48,7 @@ class CheckpointIndex:
         return self.folder.traffic()
 
 
-def open_checkpoint(location: str | os.PathLike[str], connections: int = 8) -> CheckpointIndex:
+def open_checkpoint(location: str | os.PathLike[str], connections: int = DEFAULT_CONNECTIONS) -> CheckpointIndex:
     """Open a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json: local, or remote
     (`hf://org/name[@revision][/subfolder]`, or an `http(s)://` URL of a .safetensors or index file; a bare
     `org/name` that is no local path is the Hub repo). `connections`: requests in flight for a remote one."""

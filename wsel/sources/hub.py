@@ -1,48 +1,46 @@
 """A Hugging Face Hub repo (or a folder in it) as a Folder, through `huggingface_hub`.
 
 The revision is resolved once to a commit and every read is pinned to it, so a push during the run cannot
-mix two versions. Tensor files are read by range requests (`wsel.sources.http`), or from the Hub cache when
+mix two versions. Tensor files are read by range requests (`wsel.sources.httpfile`), or from the Hub cache when
 it already holds the complete file; small files (config.json, an index, tokenizer files) are fetched whole
 with `hf_hub_download`, which keeps them in the cache. The token (HF_TOKEN, or the saved login), the endpoint
-(HF_ENDPOINT), the cache (HF_HUB_CACHE, HF_HOME) and offline mode (HF_HUB_OFFLINE) are huggingface_hub's,
-read when a teacher is opened.
+(HF_ENDPOINT), the cache (HF_HUB_CACHE, HF_HOME) and offline mode (HF_HUB_OFFLINE) are huggingface_hub's
+own (its `constants`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from wsel.errors import CheckpointError
 from wsel.sources.base import MAX_SMALL_FILE_BYTES, Folder, Source, Traffic, too_large
-from wsel.sources.http import HttpFile, HttpSession
-from wsel.sources.local import LocalFile
+from wsel.sources.httpfile import HttpFile
+from wsel.sources.local import LocalFile, LocalFolder
+from wsel.sources.session import HttpSession
 
 _T = TypeVar("_T")
 
 
 def endpoint() -> str:
-    """The Hub's URL: HF_ENDPOINT (a mirror, or a test server), else huggingface_hub's default."""
+    """The Hub's URL: HF_ENDPOINT (a mirror, or a test server), as huggingface_hub reads it."""
     from huggingface_hub import constants
 
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    return str(constants.ENDPOINT).rstrip("/")
 
 
 def cache_dir() -> str:
-    """The Hub cache, as huggingface_hub finds it (HF_HUB_CACHE, else HF_HOME/hub, else its default)."""
+    """The Hub cache, as huggingface_hub finds it (HF_HUB_CACHE, HF_HOME, ...)."""
     from huggingface_hub import constants
 
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
     return str(constants.HF_HUB_CACHE)
 
 
 def offline() -> bool:
-    return (os.environ.get("HF_HUB_OFFLINE") or "").upper() in ("1", "ON", "YES", "TRUE")
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode())
 
 
 def auth_headers() -> dict[str, str]:
@@ -60,6 +58,7 @@ class HubFolder(Folder):
         self.repo_id, self.revision, self.subfolder, self.session = repo_id, revision, subfolder.strip("/"), session
         self.endpoint = endpoint()
         shown = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+        self.shown = shown
         api = HfApi(endpoint=self.endpoint)
         info = _hub_call(lambda: api.model_info(repo_id, revision=revision, files_metadata=True), shown)
         if not info.sha:
@@ -86,7 +85,7 @@ class HubFolder(Folder):
         return self._path(name) in self.sizes
 
     def where(self, name: str) -> str:
-        return f"hf://{self.repo_id}/{self._path(name)}"
+        return f"{self.shown}/{self._path(name)}"
 
     def source(self, name: str) -> Source:
         """The cached file when the Hub cache holds it whole at this commit, else range requests."""
@@ -124,19 +123,29 @@ class HubFolder(Folder):
                 "subfolder": self.subfolder, "endpoint": self.endpoint}  # fmt: skip
 
 
-def cached_snapshot(repo_id: str, revision: str | None, subfolder: str) -> Path:
-    """The Hub cache's copy of the repo at `revision`, for HF_HUB_OFFLINE. Raises CheckpointError."""
-    from huggingface_hub import snapshot_download
+class CachedSnapshot(LocalFolder):
+    """A repo as the Hub cache holds it (HF_HUB_OFFLINE): local files, recorded as the repo and commit they are."""
 
-    shown = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
-    try:
-        snapshot = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir(), local_files_only=True)
-    except Exception as e:  # LocalEntryNotFoundError and kin: nothing cached for this revision
-        raise CheckpointError(
-            f"{shown}: HF_HUB_OFFLINE is set and the Hub cache ({cache_dir()}) holds no snapshot of it "
-            f"({type(e).__name__}); unset HF_HUB_OFFLINE to read it from the Hub"
-        ) from None
-    return Path(str(snapshot)) / subfolder
+    def __init__(self, repo_id: str, revision: str | None, subfolder: str) -> None:
+        from huggingface_hub import snapshot_download
+
+        shown = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+        try:
+            snapshot = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir(), local_files_only=True)
+        except Exception as e:  # LocalEntryNotFoundError and kin: nothing cached for this revision
+            raise CheckpointError(
+                f"{shown}: HF_HUB_OFFLINE is set and the Hub cache ({cache_dir()}) holds no snapshot of it "
+                f"({type(e).__name__}); unset HF_HUB_OFFLINE to read it from the Hub"
+            ) from None
+        super().__init__(Path(str(snapshot)) / subfolder)
+        self._record = {"repo": repo_id, "revision": revision or "main", "commit": Path(str(snapshot)).name,
+                        "subfolder": subfolder, "endpoint": "the Hub cache (HF_HUB_OFFLINE)"}  # fmt: skip
+
+    def where(self, name: str) -> str:
+        return f"{super().where(name)} (HF_HUB_OFFLINE: the cached snapshot of {self._record['repo']})"
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._record)
 
 
 def _hub_call(call: Callable[[], _T], shown: str) -> _T:
@@ -155,10 +164,24 @@ def _hub_call(call: Callable[[], _T], shown: str) -> _T:
         raise CheckpointError(
             f"{shown}: no such repo on {endpoint()} (or it is private: set HF_TOKEN, or `hf auth login`)"
         ) from None
+    except errors.LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: the network, not the repo
+        raise CheckpointError(f"{shown}: cannot download it from {endpoint()}: {_first_line(e)}") from None
     except errors.EntryNotFoundError:
         raise CheckpointError(f"{shown}: no such file in the repo") from None
     except errors.OfflineModeIsEnabled:
         raise CheckpointError(f"{shown}: HF_HUB_OFFLINE is set; unset it to read from the Hub") from None
-    except Exception as e:  # network failures, HTTP errors: the first line of their message
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{shown}: cannot read from {endpoint()}: {type(e).__name__}: {first}") from None
+    except errors.HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        if status in (401, 403):
+            raise CheckpointError(
+                f"{shown}: HTTP {status}: not allowed; accept the repo's licence on its Hub page and set HF_TOKEN "
+                "(or `hf auth login`)"
+            ) from None
+        raise CheckpointError(f"{shown}: cannot read from {endpoint()}: {_first_line(e)}") from None
+    except Exception as e:  # network failures: the first line of their message
+        raise CheckpointError(f"{shown}: cannot read from {endpoint()}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
