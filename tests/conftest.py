@@ -109,3 +109,21 @@ def tiny_teacher(tmp_path: Path) -> Path:
         shapes[f"layers.{i}.attn.weight"] = (48, 16)
         shapes[f"layers.{i}.mlp.weight"] = (64, 16)
     return save(tmp_path / "teacher.safetensors", random_state(shapes))
+
+
+# The conversion wsel suggests for a PyTorch checkpoint (tests/test_messages.py runs it on real ones);
+# the exact text, written out here as a user reads it.
+PICKLE_FIX = (
+    'python -c "import sys, torch; from safetensors.torch import save_file; '
+    "sd = torch.load(sys.argv[1], map_location='cpu', weights_only=True); "
+    "sd = sd.get('state_dict', sd.get('model', sd)); "
+    "save_file({k: v.contiguous().clone() for k, v in sd.items() if isinstance(v, torch.Tensor)}, sys.argv[2], "
+    "metadata={'format': 'pt'})\""
+)
+
+
+def pickle_refusal(path: Path | str, target: Path | str) -> str:
+    return (
+        f"{path}: a PyTorch pickle checkpoint: not loaded, since unpickling can run code; convert it once, in an "
+        f"environment you trust: {PICKLE_FIX} {path} {target}"
+    )

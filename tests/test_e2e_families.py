@@ -375,6 +375,7 @@ def test_refuses_a_changed_vocab(tmp_path: Path, llama_dir: Path) -> None:
     assert_refused(
         tmp_path,
         ["-t", llama_dir, "--set", "vocab_size=32"],
+        f"{llama_dir / 'config.json'} with --set vocab_size=32: "
         "student vocab (vocab_size) is 32 but the teacher's is 64; this axis is never subsampled: keep it at 64",
     )
 
@@ -383,6 +384,7 @@ def test_refuses_heads_not_a_multiple_of_kv_heads(tmp_path: Path, llama_dir: Pat
     assert_refused(
         tmp_path,
         ["-t", llama_dir, "--set", "num_attention_heads=6"],
+        f"{llama_dir / 'config.json'} with --set num_attention_heads=6: "
         "student heads (num_attention_heads) = 6 is not a multiple of kv_heads (num_key_value_heads) = 4",
     )
 
@@ -391,6 +393,7 @@ def test_refuses_a_larger_gqa_group(tmp_path: Path, llama_dir: Path) -> None:
     assert_refused(
         tmp_path,
         ["-t", llama_dir, *set_args(dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=1))],
+        f"{llama_dir / 'config.json'} with --set hidden_size=32 num_attention_heads=4 num_key_value_heads=1: "
         "student has 4 query heads per key/value head but the teacher has 2; keep heads (num_attention_heads) / "
         "kv_heads (num_key_value_heads) at most 2 so every query head keeps its key/value head",
     )
@@ -402,8 +405,9 @@ def test_refuses_a_head_dim_that_breaks_rope_pairs(tmp_path: Path) -> None:
     assert_refused(
         tmp_path,
         ["-t", teacher_dir, "--set", "head_dim=6"],
+        f"{teacher_dir / 'config.json'} with --set head_dim=6: "
         "head_dim 16 → 6 cannot keep RoPE pairs and frequencies (rotary dims 16 → 6); "
-        "head_dim sizes that work: 2, 4, 8, 16",
+        "head_dim sizes that work: 2, 4, 8, 16; e.g. --set head_dim=16 (the teacher's)",
     )
 
 

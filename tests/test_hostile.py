@@ -27,8 +27,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import random_state, raw, run_cli, save, save_sharded
-from safetensors.torch import save_file
+from conftest import pickle_refusal, random_state, raw, run_cli, save, save_sharded
 
 from wsel.checkpoint.dtypes import byte_length
 from wsel.checkpoint.header import read_header
@@ -40,10 +39,6 @@ SHARD2 = "model-00002-of-00002.safetensors"
 INDEX = "model.safetensors.index.json"
 ELOOP = os.strerror(errno.ELOOP)  # "Too many levels of symbolic links"
 NOT_INTS = "is not a list of non-negative integers"
-PICKLE = (
-    ": pickle checkpoints are not loaded (they can run code); convert it to safetensors first, e.g. "
-    "safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors')"
-)
 # Time limits for inputs crafted to be slow; generous for a loaded CI machine, far below what a hang takes.
 QUICK_SECONDS = float(os.environ.get("WSEL_QUICK_SECONDS", "20"))
 
@@ -248,8 +243,9 @@ TEACHER_CASES: list[tuple[str, bytes, str]] = [
     ("trailing-bytes", VALID + b"\0" * 7, "7 unexpected trailing bytes after the last tensor"),
     ("trailing-garbage-no-tensors", raw({}, b"PK\x03\x04"), "4 unexpected trailing bytes after the last tensor"),
     # a pickle or a torch zip renamed to .safetensors: the first 8 bytes read as an impossible header length
-    ("pickle-renamed", _PICKLED, _length_problem(_PICKLED)),
-    ("zip-renamed", b"PK\x03\x04" + bytes(60), _length_problem(b"PK\x03\x04" + bytes(60))),
+    # a pickle or a torch zip renamed to .safetensors: recognized by its first bytes, with the way forward
+    ("pickle-renamed", _PICKLED, "<pickle>"),
+    ("zip-renamed", b"PK\x03\x04" + bytes(60), "<pickle>"),
 ]
 
 
@@ -257,7 +253,11 @@ TEACHER_CASES: list[tuple[str, bytes, str]] = [
 def test_corrupt_teacher_file(root: Path, content: bytes, problem: str) -> None:
     teacher = root / "teacher.safetensors"
     teacher.write_bytes(content)
-    assert_refused(root, init_args(root, teacher), f"{teacher}: {problem}")
+    if problem == "<pickle>":
+        expected = pickle_refusal(teacher, root / "teacher.converted.safetensors")
+    else:
+        expected = f"{teacher}: {problem}"
+    assert_refused(root, init_args(root, teacher), expected)
 
 
 # Shapes whose element count overflows: refused from the offsets, never allocated. The problem text after the
@@ -868,7 +868,8 @@ def test_pickle_teacher_is_refused_without_loading_it(root: Path, name: str) -> 
     marker = root / "unpickled"
     teacher = root / name
     teacher.write_bytes(pickle.dumps({"w": _Payload(marker)}))
-    assert_refused(root, init_args(root, teacher), f"{teacher}{PICKLE}")
+    target = root / "model.safetensors" if name == "pytorch_model.bin" else teacher.with_suffix(".safetensors")
+    assert_refused(root, init_args(root, teacher), pickle_refusal(teacher, target))
     assert not marker.exists()
 
 
@@ -877,7 +878,7 @@ def test_pickle_in_a_torch_zip_is_refused_without_loading_it(root: Path) -> None
     marker = root / "unpickled"
     teacher = root / "model.pt"
     torch.save({"w": torch.zeros(4)}, teacher)
-    assert_refused(root, init_args(root, teacher), f"{teacher}{PICKLE}")
+    assert_refused(root, init_args(root, teacher), pickle_refusal(teacher, root / "model.safetensors"))
     assert not marker.exists()
 
 
@@ -887,22 +888,14 @@ def test_folder_with_only_a_pickle_is_refused_without_loading_it(root: Path) -> 
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _Payload(marker)}))
-    assert_refused(root, init_args(root, folder), f"{folder / 'pytorch_model.bin'}{PICKLE}")
+    pickled = folder / "pytorch_model.bin"
+    assert_refused(
+        root,
+        init_args(root, folder),
+        f"{folder}: folder has no .safetensors file, only pytorch_model.bin: "
+        + pickle_refusal(pickled, folder / "model.safetensors"),
+    )
     assert not marker.exists()
-
-
-def test_pickle_message_says_how_to_convert(root: Path) -> None:
-    """The suggested conversion works: torch.load(weights_only=True) + save_file gives a teacher wsel reads."""
-    teacher = root / "model.bin"
-    torch.save({"w": torch.arange(4, dtype=torch.float32)}, teacher)
-    result = run_cli(*init_args(root, teacher))
-    assert "safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors')" in result.stderr
-    converted = root / "model.safetensors"
-    save_file(torch.load(teacher, weights_only=True), str(converted))
-    result = run_cli(*init_args(root, converted, "-q"))
-    assert result.exit_code == 0, result.stderr
-    [t] = read_header(root / "out.safetensors").tensors
-    assert t.shape == (2,)
 
 
 # ----------------------------------------------------------------- a teacher that changes under wsel

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_state, save, save_sharded
+from conftest import pickle_refusal, random_state, save, save_sharded
 
 from wsel.checkpoint.header import read_header
 from wsel.checkpoint.index import open_checkpoint
@@ -222,23 +222,22 @@ def test_malformed_shard_reports_the_shard(tmp_path: Path) -> None:
     assert refused(folder) == (f"{folder / SHARD2}: file is 2 bytes, too short for a safetensors header (truncated?)")
 
 
-PICKLE = (
-    ": pickle checkpoints are not loaded (they can run code); convert it to safetensors first, e.g. "
-    "safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors')"
-)
-
-
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "model.pth", "last.ckpt", "state.pkl"])
 def test_pickle_file_is_refused(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_bytes(b"\x80\x04K\x01.")  # a pickle; must not be unpickled
-    assert refused(path) == f"{path}{PICKLE}"
+    target = tmp_path / "model.safetensors" if name == "pytorch_model.bin" else path.with_suffix(".safetensors")
+    assert refused(path) == pickle_refusal(path, target)
 
 
 def test_folder_with_only_a_pickle_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
-    assert refused(tmp_path) == f"{tmp_path / 'pytorch_model.bin'}{PICKLE}"
+    assert refused(
+        tmp_path
+    ) == f"{tmp_path}: folder has no .safetensors file, only pytorch_model.bin: " + pickle_refusal(
+        tmp_path / "pytorch_model.bin", tmp_path / "model.safetensors"
+    )
 
 
 def test_pickle_next_to_model_safetensors_is_ignored(tmp_path: Path) -> None:

@@ -38,8 +38,10 @@ def test_inspect_report_markdown_of_a_checkpoint(tmp_path: Path) -> None:
     result = run_cli("inspect", "-t", teacher, "--report", report, "-q")
     assert result.exit_code == 0, result.stderr
     assert report.read_text() == (
-        f"# {teacher}: 1 file(s)\n\n| tensor | shape | dtype | bytes | file |\n|---|---|---|---|---|\n"
-        "| `a.weight` | `[4, 4]` | F32 | 64 | teacher.safetensors |\n"
-        "| `head.weight` | `[2, 4]` | F32 | 32 | teacher.safetensors |\n"
+        f"# {teacher}: 1 file(s)\n\n"
+        "no config.json: a shape manifest or template student takes the generic path (dims by size)\n\n"
+        "| tensor | shape | dtype | bytes | file |\n|---|---|---|---|---|\n"
+        "| `a.weight` | `[4, 4]` | F32 | 64 B | teacher.safetensors |\n"
+        "| `head.weight` | `[2, 4]` | F32 | 32 B | teacher.safetensors |\n"
         "\n2 tensors, 24 parameters, 96 bytes\n"
     )

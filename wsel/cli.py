@@ -246,8 +246,11 @@ def init(
 @cli.command()
 @_teacher_options
 @_student_options
+@click.option("--all", "unfold", is_flag=True, help="List every tensor, repeated layers unfolded.")
 @_output_options
-def inspect(teacher: TeacherArgs, student: StudentArgs, quiet: bool, as_json: bool, report_file: Path | None) -> None:
+def inspect(
+    teacher: TeacherArgs, student: StudentArgs, unfold: bool, quiet: bool, as_json: bool, report_file: Path | None
+) -> None:
     """Show a checkpoint's tensors (and how wsel made it), or, with a student, preview the mapping.
     Writes no checkpoint."""
     from wsel import render
@@ -257,7 +260,8 @@ def inspect(teacher: TeacherArgs, student: StudentArgs, quiet: bool, as_json: bo
         index = teacher.open()
         if student.config is None and not student.sets:
             doc = wsel.teacher_report(index)
-            _emit(console, doc, as_json, report_file, render.render_teacher, render.markdown_teacher)
+            show = functools.partial(render.render_teacher, unfold=unfold)
+            _emit(console, doc, as_json, report_file, show, functools.partial(render.markdown_teacher, unfold=unfold))
             return
         plan = _plan(index, student, student.options)
         _emit(console, wsel.plan_report(plan, None, "inspect"), as_json, report_file, render.render, render.markdown)

@@ -144,6 +144,38 @@ def read_sizes(sizes: dict[str, tuple[str, ...]], config: dict[str, Any], where:
     return result
 
 
+def derivations(sizes: dict[str, tuple[str, ...]], config: dict[str, Any]) -> dict[str, str]:
+    """For each axis whose size the config does not state under its own key but derives (the first
+    alternative is absent): how, with the values, e.g. `hidden_size / num_attention_heads = 288 / 3`."""
+    result: dict[str, str] = {}
+    for axis, alternatives in sizes.items():
+        for index, expression in enumerate(alternatives):
+            try:
+                evaluate(expression, config)
+            except (_Missing, ZeroDivisionError):
+                continue
+            if index > 0:
+                result[axis] = f"{expression} = {_with_values(expression, config)}"
+            break
+    return result
+
+
+def _with_values(expression: str, config: dict[str, Any]) -> str:
+    """`hidden_size / num_attention_heads` → `288 / 3`."""
+
+    class Substitute(ast.NodeTransformer):
+        def visit_Call(self, node: ast.Call) -> ast.AST:  # len(key): its value
+            return ast.Constant(evaluate(ast.unparse(node), config))
+
+        def visit_Name(self, node: ast.Name) -> ast.AST:
+            return ast.Constant(lookup(config, node.id))
+
+        def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+            return ast.Constant(lookup(config, ast.unparse(node)))
+
+    return ast.unparse(Substitute().visit(ast.parse(expression, mode="eval")))
+
+
 def size_keys(sizes: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """The config key users set for each axis (for messages): the first alternative."""
     return {axis: alternatives[0] for axis, alternatives in sizes.items()}

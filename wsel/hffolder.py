@@ -70,6 +70,15 @@ def student_config_json(student_config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in student_config.items() if k != "_name_or_path"}
 
 
+def with_dtype(config: dict[str, Any], torch_name: str | None) -> dict[str, Any]:
+    """`config` saying the dtype the weights were cast to (`--dtype`): its `dtype` (transformers 5) and
+    `torch_dtype` (4.x) keys, whichever it has (`dtype` when it has neither); unchanged without a cast."""
+    if torch_name is None:
+        return config
+    keys = [k for k in ("dtype", "torch_dtype") if k in config] or ["dtype"]
+    return config | dict.fromkeys(keys, torch_name)
+
+
 def follow_layer_map(
     config: dict[str, Any], layer_lists: Iterable[str], teacher_config: dict[str, Any], layer_map: LayerMap
 ) -> dict[str, Any]:

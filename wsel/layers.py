@@ -17,9 +17,12 @@ from typing import Any
 from wsel.errors import PlanError
 from wsel.options import LayerList, LayerStrategy
 
-# A repeated block: `layers.N.`, `layer.N.`, `h.N.`, `blocks.N.`, optionally inside `stages.S.`
-# (hierarchical nets such as ConvNeXt, where layer selection applies per stage).
-LAYER_PATTERN = re.compile(r"(?:^|(?<=\.))(?P<group>(?:stages\.\d+\.)?(?:layers|layer|h|blocks))\.(?P<index>\d+)\.")
+# A repeated block: a layer index right after one of the names models give their stacks of blocks
+# (`layers`, `layer`, `h`, `blocks`, `block`, `_blocks`, `resblocks`), optionally inside `stages.S.`
+# (hierarchical nets such as ConvNeXt, where layer selection applies per stage). README "Layer groups".
+LAYER_PATTERN = re.compile(
+    r"(?:^|(?<=\.))(?P<group>(?:stages\.[0-9]+\.)?(?:layers|layer|h|blocks|block|_blocks|resblocks))\.(?P<index>[0-9]+)\."
+)
 
 
 @dataclass(frozen=True)

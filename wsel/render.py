@@ -145,16 +145,18 @@ def summary_line(report: dict[str, Any]) -> str:
     return line
 
 
-def render_teacher(console: Console, report: dict[str, Any]) -> None:
+def render_teacher(console: Console, report: dict[str, Any], unfold: bool = False) -> None:
+    """`wsel inspect --teacher T`: the family line, then the tensors (repeated layers folded unless `unfold`)."""
     from rich.table import Table
     from rich.text import Text
 
     teacher = report["teacher"]
+    console.print(Text(family_line(report["family"])))
     table = Table(title=Text(f"{teacher['path']}: {len(teacher['files'])} file(s)"))
-    for column in ("tensor", "shape", "dtype", "bytes", "file"):
+    for column in TEACHER_COLUMNS:
         table.add_column(column, overflow="fold")
-    for t in report["tensors"]:
-        table.add_row(Text(t["name"]), _shape(t["shape"]), t["dtype"], human_bytes(t["bytes"]), Text(t["file"]))
+    for row in teacher_rows(report["tensors"], unfold):
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
     if "remote" in teacher:
         console.print(Text(remote_line(teacher["remote"])))
@@ -168,6 +170,53 @@ def render_teacher(console: Console, report: dict[str, Any]) -> None:
             f"{human_bytes(teacher['bytes'])}"
         )
     )
+
+
+TEACHER_COLUMNS = ("tensor", "shape", "dtype", "bytes", "file")
+
+
+def teacher_rows(tensors: list[dict[str, Any]], unfold: bool = False) -> list[list[str]]:
+    """A checkpoint's tensors as table rows, in the report's order; tensors that differ only by layer index
+    (same shape and dtype) folded into one `model.layers.{0-29}.mlp.up_proj.weight` row, unless `unfold`."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for t in tensors:
+        key = (t["name"],) if unfold else (_template(t["name"]), tuple(t["shape"]), t["dtype"])
+        groups.setdefault(key, []).append(t)
+    rows = []
+    for members in groups.values():
+        first = members[0]
+        name = (
+            _fill(_template(first["name"]), [_layer_index(t["name"]) for t in members])
+            if len(members) > 1
+            else first["name"]
+        )
+        size = human_bytes(first["bytes"]) if len(members) == 1 else f"{len(members)} × {human_bytes(first['bytes'])}"
+        files = sorted({t["file"] for t in members})
+        rows.append(
+            [
+                name,
+                _shape(first["shape"]),
+                first["dtype"],
+                size,
+                ", ".join(files) if len(files) <= 2 else f"{len(files)} files",
+            ]
+        )
+    return rows
+
+
+def family_line(family: dict[str, Any]) -> str:
+    """What wsel knows of the teacher's family, and so which path a student takes."""
+    model_type, arch, name_set = family["model_type"], family["architecture"], family["name_set"]
+    if model_type is not None and arch is not None:
+        return f"model_type {model_type}: architecture data {arch} (whole heads, GQA groups, RoPE pairs kept)"
+    if model_type is not None:
+        return (
+            f"model_type {model_type}: no architecture data; a config.json student takes the generic path "
+            "(dims mapped by config values)"
+        )
+    if name_set is not None:
+        return f"no config.json; the tensor names match the {name_set} name set (fused blocks kept apart)"
+    return "no config.json: a shape manifest or template student takes the generic path (dims by size)"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -206,18 +255,20 @@ def provenance_text(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def markdown_teacher(report: dict[str, Any]) -> str:
+def markdown_teacher(report: dict[str, Any], unfold: bool = False) -> str:
     """`wsel inspect --teacher T --report FILE.md`: the teacher's tensors as Markdown."""
     teacher = report["teacher"]
     lines = [
         f"# {teacher['path']}: {len(teacher['files'])} file(s)",
         "",
-        "| tensor | shape | dtype | bytes | file |",
-        "|---|---|---|---|---|",
+        family_line(report["family"]),
+        "",
+        "| " + " | ".join(TEACHER_COLUMNS) + " |",
+        "|" + "---|" * len(TEACHER_COLUMNS),
     ]
     lines += [
-        f"| `{t['name']}` | `{_shape(t['shape'])}` | {t['dtype']} | {t['bytes']} | {t['file']} |"
-        for t in report["tensors"]
+        "| " + " | ".join(f"`{c}`" if i < 2 else c for i, c in enumerate(row)) + " |"
+        for row in teacher_rows(report["tensors"], unfold)
     ]
     lines += ["", f"{teacher['tensors']} tensors, {teacher['parameters']} parameters, {teacher['bytes']} bytes", ""]
     return "\n".join(lines)

@@ -5,10 +5,13 @@ Keys of the dict are documented in README.md ("JSON report") and only ever added
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from wsel import __version__, provenance
 from wsel.checkpoint.index import CheckpointIndex
+from wsel.errors import WselError
 from wsel.layers import find_layer
 from wsel.plan.model import ExcludedTensor, Plan, WrittenTensor
 from wsel.select import Selection
@@ -62,10 +65,38 @@ def teacher_report(teacher: CheckpointIndex) -> dict[str, Any]:
         "wsel_version": __version__,
         "command": "inspect",
         "teacher": _teacher_summary(teacher),
+        "family": _family(teacher),
         "tensors": [
             {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes, "file": t.file.name}
-            for t in sorted(teacher.tensors.values(), key=lambda t: (teacher.files.index(t.file), t.start))
+            for t in sorted(teacher.tensors.values(), key=lambda t: natural_key(t.name))
         ],
+    }
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders numbers in names as numbers: `layers.2.` before `layers.10.`."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"([0-9]+)", name))
+
+
+def _family(teacher: CheckpointIndex) -> dict[str, Any]:
+    """What wsel knows of the teacher's family: the model_type its config.json names and the architecture
+    data for it; or, without a config.json, the name set its tensor names match."""
+    from wsel.arch import detect_name_set, for_model_type
+
+    model_type = None
+    if teacher.folder.has("config.json"):
+        try:
+            config = json.loads(teacher.folder.read_small("config.json"))
+        except (ValueError, RecursionError, WselError):  # an unreadable config: reported as none
+            config = None
+        if isinstance(config, dict) and isinstance(config.get("model_type"), str):
+            model_type = config["model_type"]
+    arch = for_model_type(model_type) if model_type is not None else None
+    name_set = detect_name_set(teacher.tensors)
+    return {
+        "model_type": model_type,
+        "architecture": arch.name if arch is not None else None,
+        "name_set": name_set.name if name_set is not None else None,
     }
 
 

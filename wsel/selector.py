@@ -33,7 +33,8 @@ def rope_head_dim(teacher: int, student: int, rotary_fraction: float) -> Selecti
         working = [d for d in range(2, teacher + 1, 2) if _rope_ok(teacher, d, rotary_fraction)]
         raise PlanError(
             f"head_dim {teacher} → {student} cannot keep RoPE pairs and frequencies "
-            f"(rotary dims {rotary_t} → {rotary_s}); head_dim sizes that work: {', '.join(map(str, working))}"
+            f"(rotary dims {rotary_t} → {rotary_s}); head_dim sizes that work: {', '.join(map(str, working))}; "
+            f"e.g. --set head_dim={teacher} (the teacher's)"
         )
     step = rotary_t // rotary_s
     half_t, half_s = rotary_t // 2, rotary_s // 2
@@ -117,34 +118,3 @@ class AxisSelector:
 
 def _size_key(axis: str) -> str:
     return "head_dim" if axis == "v_head_dim" else axis
-
-
-def check_sizes(teacher: dict[str, int], student: dict[str, int], keys: dict[str, str]) -> None:
-    """Refuse a student that no selection can make. `keys` names each axis's config key for messages."""
-
-    def name(axis: str) -> str:
-        return f"{axis} ({keys[axis]})" if axis in keys else axis
-
-    for axis in sorted(set(teacher) & set(student)):
-        t, s = teacher[axis], student[axis]
-        kind = AXIS_KINDS.get(axis, "width")
-        if kind == "equal" and s != t:
-            fix = "--exclude the tensors that carry it" if axis == "classes" else f"keep it at {t}"
-            raise PlanError(
-                f"student {name(axis)} is {s} but the teacher's is {t}; this axis is never subsampled: {fix}"
-            )
-        if s > t:
-            raise PlanError(f"student {name(axis)} is {s} but the teacher's is {t}; a student cannot be larger")
-        if s < 1 and axis in ("hidden", "heads", "kv_heads", "head_dim", "layers"):
-            raise PlanError(f"student {name(axis)} is {s}; it must be at least 1")
-    for who, sizes in (("teacher", teacher), ("student", student)):
-        if sizes["heads"] % sizes["kv_heads"]:
-            heads, kv_heads = name("heads"), name("kv_heads")
-            raise PlanError(f"{who} {heads} = {sizes['heads']} is not a multiple of {kv_heads} = {sizes['kv_heads']}")
-    group_t = teacher["heads"] // teacher["kv_heads"]
-    group_s = student["heads"] // student["kv_heads"]
-    if group_s > group_t:
-        raise PlanError(
-            f"student has {group_s} query heads per key/value head but the teacher has {group_t}; "
-            f"keep {name('heads')} / {name('kv_heads')} at most {group_t} so every query head keeps its key/value head"
-        )

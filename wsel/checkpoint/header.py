@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from wsel.checkpoint.dtypes import DTYPES, byte_length
+from wsel.checkpoint.sniff import refusal, sniff
 from wsel.errors import CheckpointError
 from wsel.sources.base import Source
 from wsel.sources.local import LocalFile
@@ -90,6 +91,9 @@ def read_header(file: Source | str | os.PathLike[str]) -> Header:
         if file_size < 8:
             raise fail(f"file is {file_size} bytes, too short for a safetensors header (truncated?)")
         head = handle.read(0, min(file_size, max(8, handle.first_read_bytes)))
+        kind = sniff(head)
+        if kind is not None:  # another format under a safetensors name: say which, not a nonsense length
+            raise fail(refusal(str(source), kind))
         (header_len,) = struct.unpack("<Q", head[:8])
         if header_len > MAX_HEADER_BYTES:
             raise fail(f"header length {header_len} exceeds the {MAX_HEADER_BYTES} byte limit")

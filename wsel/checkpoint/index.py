@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsel.checkpoint.header import Header, TensorInfo, read_header
+from wsel.checkpoint.sniff import refusal, sniff
 from wsel.errors import CheckpointError
 from wsel.sources import DEFAULT_CONNECTIONS
 from wsel.sources.base import Folder, Source, Traffic
@@ -22,6 +23,7 @@ from wsel.sources.local import LocalFolder
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+OTHER_FORMATS = (*PICKLE_SUFFIXES, ".gguf")  # checkpoints of other formats, named so; refused with the way forward
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # ORG/NAME, as the Hub names repos
 
 
@@ -73,8 +75,8 @@ def _open_local(path: Path) -> CheckpointIndex:
         raise CheckpointError(f"{path}: {problem}") from None
     if path.is_dir():
         return open_in_folder(LocalFolder(path), None, str(path))
-    if path.suffix in PICKLE_SUFFIXES:
-        raise CheckpointError(_pickle_message(str(path)))
+    if path.suffix in OTHER_FORMATS:
+        raise CheckpointError(f"{path}: {_refusal(LocalFolder(path.parent), path.name)}")
     return open_in_folder(LocalFolder(path.parent), path.name, str(path))
 
 
@@ -93,18 +95,22 @@ def open_in_folder(folder: Folder, name: str | None, shown_as: str) -> Checkpoin
     found = [n for n in names if n.endswith(".safetensors")]
     if len(found) == 1:
         return _open_single(folder.source(found[0]), folder, shown_as)
-    pickles = [n for n in names if Path(n).suffix in PICKLE_SUFFIXES]
-    if pickles:
-        raise CheckpointError(_pickle_message(folder.where(pickles[0])))
+    others = [n for n in names if Path(n).suffix in OTHER_FORMATS]
+    if others and not found:
+        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+        raise CheckpointError(
+            f"{shown_as}: folder has no .safetensors file, only {others[0]}{more}: {folder.where(others[0])}: "
+            + _refusal(folder, others[0])
+        )
     what = f"{len(found)} .safetensors files but no {INDEX_FILE}" if found else "no .safetensors file"
     raise CheckpointError(f"{shown_as}: folder has {what}; name the file or add {INDEX_FILE}")
 
 
-def _pickle_message(where: str) -> str:
-    return (
-        f"{where}: pickle checkpoints are not loaded (they can run code); convert it to safetensors "
-        "first, e.g. safetensors.torch.save_file(torch.load(f, weights_only=True), 'model.safetensors')"
-    )
+def _refusal(folder: Folder, name: str) -> str:
+    """Why a file of another format is refused, by what its first bytes say (never by unpickling it)."""
+    with folder.source(name).open() as handle:
+        kind = sniff(handle.read(0, min(handle.size, 8)))
+    return refusal(folder.where(name), kind or "other")
 
 
 def _open_single(file: Source, folder: Folder, shown_as: str) -> CheckpointIndex:

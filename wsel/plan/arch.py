@@ -14,13 +14,14 @@ from wsel.axes import AXIS_KINDS
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError, SpecError
-from wsel.hfconfig import first_value, read_sizes, size_keys
-from wsel.hffolder import FolderFiles, follow_layer_map, student_config_json
+from wsel.hfconfig import derivations, first_value, read_sizes, size_keys
+from wsel.hffolder import FolderFiles, follow_layer_map, student_config_json, with_dtype
 from wsel.layers import LayerMap, make_layer_map
 from wsel.options import PlanOptions
-from wsel.plan.base import Planner
+from wsel.plan.base import Planner, cast_name
 from wsel.plan.model import ExcludedTensor, Plan, WrittenTensor
-from wsel.selector import AxisSelector, check_sizes
+from wsel.plan.sizes import SizeCheck, Sizes
+from wsel.selector import AxisSelector
 from wsel.spec import ConfigStudent, StudentTensor
 
 TeacherTensors = dict[tuple[str, int | None], TensorInfo]  # (template pattern, layer or None) → teacher tensor
@@ -49,14 +50,21 @@ class ArchPlanner(Planner):
                 if axis not in sizes:
                     raise SpecError(f"{source}: {who} config has no {self.keys[axis]} ({arch.name} needs it)")
         self.s_sizes["v_head_dim"], self.t_sizes["v_head_dim"] = self.s_sizes["head_dim"], self.t_sizes["head_dim"]
-        check_sizes({a: self.t_sizes[a] for a in self.t_sizes if a in self.s_sizes}, self.s_sizes, self.keys)
+        rotary = None
+        if arch.rope_fraction is not None:
+            rotary = float(first_value(arch.rope_fraction, teacher_config.config) or 1.0)
+        check = SizeCheck(
+            Sizes(self.t_sizes, derivations(arch.sizes, teacher_config.config)),
+            Sizes(self.s_sizes, derivations(arch.sizes, student.config)),
+            self.keys,
+            student.source,
+            rotary,
+        )
+        self.warnings += check.run()
 
         self.prefix = self._detect_prefix()
         self.found = self._match_teacher()
         self.layer_map = self._layer_map()
-        rotary = None
-        if arch.rope_fraction is not None:
-            rotary = float(first_value(arch.rope_fraction, teacher_config.config) or 1.0)
         self.selector = AxisSelector(self.t_sizes, self.s_sizes, rotary, options.attention, self.elements)
 
     def plan(self) -> Plan:
@@ -84,6 +92,7 @@ class ArchPlanner(Planner):
 
         config = student_config_json(self.student.config)
         config = follow_layer_map(config, arch.layer_lists, self.teacher_config.config, self.layer_map)
+        config = with_dtype(config, cast_name(self.options.dtype))
         return Plan(
             teacher=self.teacher,
             student=self.student,

@@ -94,6 +94,11 @@ class Planner:
         return tuple(sorted(written, key=lambda t: (files.index(t.source.file), t.source.start, t.source.end, t.name)))
 
 
+def cast_name(dtype: str | None) -> str | None:
+    """The torch name of a `--dtype` cast (`BF16` → `bfloat16`), as config.json writes it; None without one."""
+    return DTYPES[dtype].torch_name if dtype is not None else None
+
+
 def describe(name: str, shape: tuple[int, ...], source: TensorInfo) -> str:
     """How messages name a student tensor and its teacher source."""
     return f"student tensor {name!r} {list(shape)} from teacher {source.name!r} {list(source.shape)}"

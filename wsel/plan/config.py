@@ -13,9 +13,10 @@ import numpy as np
 
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import SpecError
-from wsel.hffolder import FolderFiles, student_config_json
+from wsel.hffolder import FolderFiles, student_config_json, with_dtype
 from wsel.layers import find_layer
 from wsel.options import PlanOptions
+from wsel.plan.base import cast_name
 from wsel.plan.generic import GenericPlanner
 from wsel.plan.model import Plan
 from wsel.spec import ConfigStudent, StudentTensor
@@ -44,7 +45,8 @@ class ConfigPlanner:
             f"no architecture data for model_type {self.model_type!r}: generic path, the paper's "
             f"rule on every dim; dims mapped by config values: {mapped or 'none'}"
         )
-        folder_files = FolderFiles(student_config_json(self.student.config), self.student.teacher.companions)
+        config = with_dtype(student_config_json(self.student.config), cast_name(self.options.dtype))
+        folder_files = FolderFiles(config, self.student.teacher.companions)
         generic = GenericPlanner(self.teacher, self.options, self.scores)
         return generic.plan(self.student, self._derived_tensors(), folder_files, notes=(note,))
 

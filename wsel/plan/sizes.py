@@ -1,0 +1,110 @@
+"""A config.json student's sizes against its teacher's: what no selection can make is refused, in one line
+that names the student, says where a derived size came from and how to fix it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from wsel.axes import AXIS_KINDS
+from wsel.errors import PlanError
+from wsel.selector import rope_head_dim
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The axis sizes a config gives, and how the derived ones were computed (`hidden_size / ... = 288 / 3`)."""
+
+    values: dict[str, int]
+    derived: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SizeCheck:
+    teacher: Sizes
+    student: Sizes
+    keys: dict[str, str]  # axis → the config key users set for it
+    where: str  # how messages name the student (its config, or the teacher's with --set)
+    rotary_fraction: float | None  # the rotary share of head_dim (None: no RoPE)
+
+    def fail(self, problem: str) -> PlanError:
+        return PlanError(f"{self.where}: {problem}")
+
+    def name(self, axis: str) -> str:
+        return f"{axis} ({self.keys[axis]})" if axis in self.keys else axis
+
+    def run(self) -> list[str]:
+        """Raise PlanError for a student no selection can make; return notes on legal but unusual ones."""
+        rotary_fraction = self.rotary_fraction
+        t, s = self.teacher.values, self.student.values
+        for axis in sorted(set(t) & set(s)):
+            self._axis(axis, t[axis], s[axis])
+        for who, sizes in (("teacher", t), ("student", s)):
+            if sizes["heads"] % sizes["kv_heads"]:
+                raise self.fail(
+                    f"{who} {self.name('heads')} = {sizes['heads']} is not a multiple of "
+                    f"{self.name('kv_heads')} = {sizes['kv_heads']}"
+                )
+        group_t, group_s = t["heads"] // t["kv_heads"], s["heads"] // s["kv_heads"]
+        if group_s > group_t:
+            raise self.fail(
+                f"student has {group_s} query heads per key/value head but the teacher has {group_t}; keep "
+                f"{self.name('heads')} / {self.name('kv_heads')} at most {group_t} so every query head keeps its "
+                "key/value head"
+            )
+        if rotary_fraction is not None and s["head_dim"] != t["head_dim"]:
+            try:
+                rope_head_dim(t["head_dim"], s["head_dim"], rotary_fraction)
+            except PlanError as e:
+                raise self.fail(str(e)) from None
+        return self._notes()
+
+    def _axis(self, axis: str, t: int, s: int) -> None:
+        if AXIS_KINDS.get(axis, "width") == "equal" and s != t:
+            fix = "--exclude the tensors that carry it" if axis == "classes" else f"keep it at {t}"
+            raise self.fail(
+                f"student {self.name(axis)} is {s} but the teacher's is {t}; this axis is never subsampled: {fix}"
+            )
+        if s > t:
+            how = f", derived as {self.student.derived[axis]}," if axis in self.student.derived else ""
+            raise self.fail(
+                f"student {self.name(axis)} is {s}{how} but the teacher's is {t}; a student cannot be larger: "
+                + self._fix(axis, t)
+            )
+        if s < 1 and axis in ("hidden", "heads", "kv_heads", "head_dim", "layers"):
+            raise self.fail(f"student {self.name(axis)} is {s}; it must be at least 1")
+
+    def _fix(self, axis: str, t: int) -> str:
+        if axis == "head_dim" and "head_dim" in self.student.derived:
+            fix = f"pass --set {self.keys['head_dim']}={t} (the teacher's)"
+            heads = self._heads_that_work()
+            if heads is not None:
+                hidden = self.student.values["hidden"]
+                fix += f", or --set {self.keys['heads']}={heads} ({self.keys['hidden']} / heads = {hidden // heads})"
+            return fix
+        return f"pass --set {self.keys.get(axis, axis)}={t} or less"
+
+    def _heads_that_work(self) -> int | None:
+        """The fewest query heads that make the derived head_dim a student every check accepts, if any."""
+        s, t = self.student.values, self.teacher.values
+        for heads in range(math.ceil(s["hidden"] / t["head_dim"]), t["heads"] + 1):
+            if s["hidden"] % heads:
+                continue
+            values = s | {"heads": heads, "head_dim": s["hidden"] // heads, "v_head_dim": s["hidden"] // heads}
+            try:
+                SizeCheck(self.teacher, Sizes(values, {}), self.keys, self.where, self.rotary_fraction).run()
+            except PlanError:
+                continue
+            return heads
+        return None
+
+    def _notes(self) -> list[str]:
+        t, s = self.teacher.values, self.student.values
+        width_t, width_s = t["heads"] * t["head_dim"], s["heads"] * s["head_dim"]
+        if width_s > s["hidden"] and width_t <= t["hidden"]:
+            return [
+                f"student attention is {s['heads']} heads × {s['head_dim']} = {width_s} wide, wider than its "
+                f"{self.keys['hidden']} {s['hidden']} (the teacher's is {width_t}, within its {t['hidden']}): "
+                f"legal, but check it is meant ({self.keys['head_dim']} {s['head_dim']})"
+            ]
+        return []
