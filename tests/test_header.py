@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import raw
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from wsel.checkpoint.header import MAX_HEADER_BYTES, read_header
 from wsel.errors import CheckpointError
@@ -64,8 +64,10 @@ CASES = [
     ("json-list", raw("[]"), "header is not a JSON object"),
     # a JSON string
     ("json-string", raw('"{}"'), "header is not a JSON object"),
-    # the header must start with "{" (as in the reference implementation), not with whitespace
-    ("leading-space", raw(" {}"), "header is not a JSON object"),
+    # whitespace alone is no object
+    ("only-whitespace", raw(" \t\n"), "header is not a JSON object"),
+    # something other than whitespace before the "{"
+    ("leading-junk", raw("x{}"), "header is not a JSON object"),
     # a zero-length header
     ("empty-header", raw(""), "header is not a JSON object"),
     # __metadata__ must be an object
@@ -96,6 +98,17 @@ CASES = [
     ("shape-float", raw({"w": entry(shape=(1.0,))}, b"\0" * 4), f"tensor 'w': shape [1.0] {NOT_INTS}"),
     # true is not the integer 1
     ("shape-bool", raw({"w": entry(shape=(True,))}, b"\0" * 4), f"tensor 'w': shape [True] {NOT_INTS}"),
+    # `-0` is no unsigned integer (the reference refuses it although JSON reads it as 0)
+    (
+        "shape-negative-zero",
+        raw('{"w": {"dtype": "F32", "shape": [-0], "data_offsets": [0, 0]}}'),
+        f"tensor 'w': shape [-0] {NOT_INTS}",
+    ),
+    (
+        "offsets-negative-zero",
+        raw('{"w": {"dtype": "F32", "shape": [0], "data_offsets": [-0, 0]}}'),
+        f"tensor 'w': data_offsets [-0, 0] {BAD_OFFSETS}",
+    ),
     # a string dimension
     ("shape-string", raw({"w": entry(shape=("1",))}, b"\0" * 4), f"tensor 'w': shape ['1'] {NOT_INTS}"),
     # a shape that is not a list
@@ -288,6 +301,27 @@ def test_header_padded_with_trailing_spaces(tmp_path: Path) -> None:
     assert header.metadata == {"k": "v"}
     [t] = header.tensors
     assert (t.name, t.dtype, t.shape, t.start, t.end) == ("w", "U8", (3,), 8 + len(text), 8 + len(text) + 3)
+
+
+@pytest.mark.parametrize("padding", ["\t\n", " " * 4096, "\r\n  "], ids=["tab-newline", "page", "crlf"])
+def test_whitespace_before_the_header_object_is_accepted_like_the_reference(tmp_path: Path, padding: str) -> None:
+    # The safetensors project's own test (test_whitespace_leading_padded_header): JSON allows whitespace
+    # before the object, and the reference reader loads such a file.
+    path = tmp_path / "model.safetensors"
+    text = padding + json.dumps({"w": entry("U8", (3,), (0, 3))}) + "\r "
+    path.write_bytes(raw(text, b"abc"))
+    [t] = read_header(path).tensors
+    assert (t.name, t.shape, t.start, t.end) == ("w", (3,), 8 + len(text), 8 + len(text) + 3)
+    assert load_file(str(path))["w"].tolist() == [97, 98, 99]
+    path.write_bytes(raw("\t\n{}\r "))
+    assert read_header(path).tensors == ()
+
+
+def test_names_holding_minus_zero_are_not_numbers(tmp_path: Path) -> None:
+    # The `-0` check looks at the parsed numbers, not at the text: a name or metadata holding "-0" is fine.
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(raw({"__metadata__": {"v": "-0"}, "w-0": entry("U8", (0,), (0, 0))}))
+    assert [t.name for t in read_header(path).tensors] == ["w-0"]
 
 
 def test_zero_dimensional_tensors(tmp_path: Path) -> None:

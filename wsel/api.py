@@ -83,7 +83,8 @@ def build_plan(
 def _teacher_config(teacher: CheckpointIndex, path: PathArg | None) -> tuple[dict[str, Any], str]:
     """The teacher's config.json (`path`, else the one in the teacher's folder) and where it was read."""
     where = os.fspath(path) if path is not None else teacher.folder.where(CONFIG_FILE)
-    if path is not None and not Path(path).is_file() or path is None and not teacher.folder.has(CONFIG_FILE):
+    # exists(), not is_file(): a FIFO or a device is no missing file; the bounded reader refuses it by name
+    if path is not None and not Path(path).exists() or path is None and not teacher.folder.has(CONFIG_FILE):
         raise SpecError(
             f"{where}: teacher config.json not found; pass --teacher-config PATH "
             "(a config.json student needs the teacher's config)"

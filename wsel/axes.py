@@ -12,6 +12,7 @@ checked by `parse_dim`). `compose` turns a label back into its indices.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -137,21 +138,38 @@ def compose(label: DimLabel, axes: Mapping[str, Selection], size: int) -> Select
     axis first). An integer, or a lone name absent from `axes`, is a block copied whole.
     """
     parts, offset = [], 0
+    for block in _block_selections(label, axes, size):
+        indices = np.zeros(1, dtype=np.int64)
+        for sel in block:
+            indices = (indices[:, None] * sel.teacher_size + sel.indices()[None, :]).ravel()  # [block so far]
+        parts.append(offset + indices)
+        offset += math.prod(sel.teacher_size for sel in block)
+    return select.from_indices(size, np.concatenate(parts))
+
+
+def composed_size(label: DimLabel, axes: Mapping[str, Selection], size: int) -> int:
+    """How many indices `compose` keeps, without building them (for a dim of a tensor with no elements,
+    whose other dims may be astronomically large)."""
+    return sum(math.prod(sel.size for sel in block) for block in _block_selections(label, axes, size))
+
+
+def _block_selections(label: DimLabel, axes: Mapping[str, Selection], size: int) -> list[list[Selection]]:
+    """Each block's factors as Selections, checked to span exactly `size` teacher indices before any index
+    is built (a label read from a file may claim any size). Raises ValueError."""
+    blocks = []
     for factors in label.blocks:
-        indices, block_size = np.zeros(1, dtype=np.int64), 1
+        block = []
         for factor in factors:
             if factor in axes:
-                sel = axes[factor]
+                block.append(axes[factor])
             elif is_literal(factor):
-                sel = select.identity(int(factor))
+                block.append(select.identity(int(factor)))
             elif len(factors) == 1 and size % len(label.blocks) == 0:
-                sel = select.identity(size // len(label.blocks))  # an equal axis, copied (`kernel`, `channels`)
+                block.append(select.identity(size // len(label.blocks)))  # an equal axis, copied (`kernel`)
             else:
                 raise ValueError(f"axis {factor!r} of {str(label)!r} has no recorded selection")
-            indices = (indices[:, None] * sel.teacher_size + sel.indices()[None, :]).ravel()  # [block so far]
-            block_size *= sel.teacher_size
-        parts.append(offset + indices)
-        offset += block_size
-    if offset != size:
-        raise ValueError(f"{str(label)!r} spans {offset} indices, the tensor dim has {size}")
-    return select.from_indices(size, np.concatenate(parts))
+        blocks.append(block)
+    spans = sum(math.prod(sel.teacher_size for sel in block) for block in blocks)
+    if spans != size:
+        raise ValueError(f"{str(label)!r} spans {spans} indices, the tensor dim has {size}")
+    return blocks

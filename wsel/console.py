@@ -6,6 +6,7 @@ starts a tenth of a second sooner.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -14,6 +15,20 @@ from wsel.stats import ProgressCallback
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+# C0 controls, DEL and C1 controls (ESC starts terminal escape sequences, 0x9b is a one-byte CSI). A file's
+# names are shown with these escaped: one message stays one line, and no file writes to the user's terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped as Python writes them (`\\n`, `\\x1b`). For every line shown
+    to people; `--json` keeps the exact names (JSON escapes them itself)."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 
 def make_console(quiet: bool = False) -> Console | None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import math
 import operator
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wsel.errors import SpecError
+from wsel.errors import CheckpointError, SpecError
+from wsel.sources.local import read_small_file
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -28,11 +30,9 @@ class _Missing(Exception):
 
 def load_config(path: Path) -> dict[str, Any]:
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise SpecError(f"{path}: config.json not found") from None
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read the config: {e}") from None
+        data = read_small_file(Path(path), "a config.json")
+    except CheckpointError as e:  # not a regular file, too large, unreadable: `<path>: <problem>` as it stands
+        raise SpecError(str(e)) from None
     return parse_config(data, str(path))
 
 
@@ -138,7 +138,8 @@ def read_sizes(sizes: dict[str, tuple[str, ...]], config: dict[str, Any], where:
         value = first_value(alternatives, config)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
+        whole = isinstance(value, int) or isinstance(value, float) and math.isfinite(value) and value.is_integer()
+        if isinstance(value, bool) or not whole or value < 0:  # JSON's NaN and Infinity are no sizes
             raise SpecError(f"{where}: {alternatives[0]} gives {axis} = {value!r}, expected a whole number")
         result[axis] = int(value)
     return result

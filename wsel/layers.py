@@ -21,7 +21,7 @@ from wsel.options import LayerList, LayerStrategy
 # (`layers`, `layer`, `h`, `blocks`, `block`, `_blocks`, `resblocks`), optionally inside `stages.S.`
 # (hierarchical nets such as ConvNeXt, where layer selection applies per stage). README "Layer groups".
 LAYER_PATTERN = re.compile(
-    r"(?:^|(?<=\.))(?P<group>(?:stages\.[0-9]+\.)?(?:layers|layer|h|blocks|block|_blocks|resblocks))\.(?P<index>[0-9]+)\."
+    r"(?:^|(?<=\.))(?P<group>(?:stages\.[0-9]+\.)?(?:layers|layer|h|blocks|block|_blocks|resblocks))\.(?P<index>[0-9]{1,9})\."
 )
 
 
@@ -148,12 +148,13 @@ def layer_indices(strategy: LayerStrategy, teacher: int, student: int, group: st
 
 
 def parse_layer_list(text: str, group: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise PlanError(
-            f"--layers {text!r}: expected first, uniform, last or a list such as 0,2,4,6 (for {group!r})"
-        ) from None
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if all(_LAYER_NUMBER.fullmatch(part) for part in parts):  # ASCII digits: int() also reads "３" and "1_0"
+        return [int(part) for part in parts]
+    raise PlanError(f"--layers {text!r}: expected first, uniform, last or a list such as 0,2,4,6 (for {group!r})")
+
+
+_LAYER_NUMBER = re.compile("[0-9]{1,9}")
 
 
 def group_strategy(strategy: LayerStrategy, groups: list[str], group: str) -> LayerStrategy:

@@ -1,10 +1,12 @@
 """The report for people: a rich table on stderr, and Markdown (`--report FILE.md`), both made from the
-report dict (`wsel.report`). User-supplied names are always Text, never markup."""
+report dict (`wsel.report`). User-supplied names are always Text, never markup, and shown with their control
+characters escaped (`console.printable`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from wsel.console import printable
 from wsel.layers import compact_ranges, find_layer
 from wsel.select import Selection
 
@@ -89,23 +91,42 @@ def human_count(n: int) -> str:
 
 def render(console: Console, report: dict[str, Any]) -> None:
     """The human report on stderr. User-supplied names are Text, never markup."""
+    title = f"wsel {report['command']}: {report['teacher']['path']} → {report['student']['config']}"
+    _print_table(console, title, COLUMNS, _rows(report))
+    if "remote" in report["teacher"]:
+        _print(console, remote_line(report["teacher"]["remote"]))
+    _print(console, _path_line(report))
+    for m in report["layer_maps"]:
+        _print(console, f"layers {m['group']}: {m['picture']}  {m['summary']}")
+    for warning in report["warnings"]:
+        _print(console, f"warning: {warning}", "yellow")
+    _print(console, summary_line(report))
+
+
+# A terminal table stops here (rich lays out every row before printing: 100,000 rows take minutes); the
+# note under it says how to get every row. `--json` and `--report FILE.md` always hold them all.
+MAX_TABLE_ROWS = 1000
+
+
+def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: list[list[str]]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=Text(f"wsel {report['command']}: {report['teacher']['path']} → {report['student']['config']}"))
-    for column in COLUMNS:
+    table = Table(title=Text(printable(title)))
+    for column in columns:
         table.add_column(column, overflow="fold")
-    for row in _rows(report):
-        table.add_row(*(Text(cell) for cell in row))
+    for row in rows[:MAX_TABLE_ROWS]:
+        table.add_row(*(Text(printable(cell)) for cell in row))
     console.print(table)
-    if "remote" in report["teacher"]:
-        console.print(Text(remote_line(report["teacher"]["remote"])))
-    console.print(Text(_path_line(report)))
-    for m in report["layer_maps"]:
-        console.print(Text(f"layers {m['group']}: {m['picture']}  {m['summary']}"))
-    for warning in report["warnings"]:
-        console.print(Text(f"warning: {warning}", style="yellow"))
-    console.print(Text(summary_line(report)))
+    if len(rows) > MAX_TABLE_ROWS:
+        _print(console, f"... {len(rows) - MAX_TABLE_ROWS} more rows: --json or --report FILE.md lists every one")
+
+
+def _print(console: Console, line: str, style: str = "") -> None:
+    """One line for people: control characters escaped, never markup."""
+    from rich.text import Text
+
+    console.print(Text(printable(line), style=style), soft_wrap=True)  # the terminal wraps: paths stay whole
 
 
 def remote_line(remote: dict[str, Any]) -> str:
@@ -147,28 +168,22 @@ def summary_line(report: dict[str, Any]) -> str:
 
 def render_teacher(console: Console, report: dict[str, Any], unfold: bool = False) -> None:
     """`wsel inspect --teacher T`: the family line, then the tensors (repeated layers folded unless `unfold`)."""
-    from rich.table import Table
-    from rich.text import Text
-
     teacher = report["teacher"]
-    console.print(Text(family_line(report["family"])))
-    table = Table(title=Text(f"{teacher['path']}: {len(teacher['files'])} file(s)"))
-    for column in TEACHER_COLUMNS:
-        table.add_column(column, overflow="fold")
-    for row in teacher_rows(report["tensors"], unfold):
-        table.add_row(*(Text(cell) for cell in row))
-    console.print(table)
+    _print(console, family_line(report["family"]))
+    _print_table(console, f"{teacher['path']}: {len(teacher['files'])} file(s)", TEACHER_COLUMNS,
+                 teacher_rows(report["tensors"], unfold))  # fmt: skip
     if "remote" in teacher:
-        console.print(Text(remote_line(teacher["remote"])))
+        _print(console, remote_line(teacher["remote"]))
     for g in teacher["layer_groups"]:
-        console.print(Text(f"layers {g['group']}: {g['layers']}"))
-    if report.get("provenance"):
-        console.print(Text(provenance_text(report["provenance"])))
-    console.print(
-        Text(
-            f"{teacher['tensors']} tensors, {human_count(teacher['parameters'])} parameters, "
-            f"{human_bytes(teacher['bytes'])}"
-        )
+        _print(console, f"layers {g['group']}: {g['layers']}")
+    for line in provenance_lines(report["provenance"]) if report.get("provenance") else []:
+        _print(console, line)
+    for warning in report.get("warnings", []):
+        _print(console, f"warning: {warning}", "yellow")
+    _print(
+        console,
+        f"{teacher['tensors']} tensors, {human_count(teacher['parameters'])} parameters, "
+        f"{human_bytes(teacher['bytes'])}",
     )
 
 
@@ -232,10 +247,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"- layers `{m['group']}`: {m['summary']}" for m in report["layer_maps"]]
     lines += [f"- warning: {w}" for w in report["warnings"]]
     lines += ["", summary_line(report), ""]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # a name holding a newline stays on its row
 
 
-def provenance_text(record: dict[str, Any]) -> str:
+def provenance_lines(record: dict[str, Any]) -> list[str]:
     """How a wsel checkpoint was made, in a few lines."""
     options = record.get("options", {})
     lines = [
@@ -252,7 +267,7 @@ def provenance_text(record: dict[str, Any]) -> str:
         + ", ".join(f"{name} {Selection.from_dict(sel).describe()}" for name, sel in list(axes.items())[:8])
         + (", ..." if len(axes) > 8 else "")
     )
-    return "\n".join(lines)
+    return lines
 
 
 def markdown_teacher(report: dict[str, Any], unfold: bool = False) -> str:
@@ -270,5 +285,7 @@ def markdown_teacher(report: dict[str, Any], unfold: bool = False) -> str:
         "| " + " | ".join(f"`{c}`" if i < 2 else c for i, c in enumerate(row)) + " |"
         for row in teacher_rows(report["tensors"], unfold)
     ]
+    if report.get("warnings"):
+        lines += ["", *(f"- warning: {w}" for w in report["warnings"])]
     lines += ["", f"{teacher['tensors']} tensors, {teacher['parameters']} parameters, {teacher['bytes']} bytes", ""]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # a name holding a newline stays on its row

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -71,14 +71,55 @@ class Selection:
         }
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> Selection:
-        """Inverse of `to_dict`."""
-        teacher, student = int(doc["teacher"]), int(doc["student"])
-        if doc["rule"] == "copy":
-            return cls(teacher, 0, 1, teacher)
-        if doc["rule"] == "stride":
-            return cls(teacher, int(doc["start"]), int(doc["step"]), student)
-        return cls(teacher, explicit=tuple(int(i) for i in doc["indices"]), origin=doc.get("origin", "indices"))
+    def from_dict(cls, doc: Any) -> Selection:
+        """Inverse of `to_dict`, and strict: the document comes from a file (a student's provenance), so every
+        field is checked (type, range, indices inside the axis) before anything is built. Raises ValueError."""
+        if not isinstance(doc, dict):
+            raise ValueError("is not an object")
+        rule = doc.get("rule")
+        fields = _RULE_FIELDS.get(rule) if isinstance(rule, str) else None
+        if fields is None or set(doc) - {"origin"} != fields or ("origin" in doc and rule != "indices"):
+            raise ValueError("is not a copy, stride or indices rule with exactly its fields")
+        teacher, student = _count(doc, "teacher"), _count(doc, "student")
+        if student > teacher:
+            raise ValueError(f"keeps {student} of {teacher} indices")
+        if rule == "copy":
+            if student != teacher:
+                raise ValueError(f"copies {student} of {teacher} indices")
+            return identity(teacher)
+        if rule == "stride":
+            start, step = _count(doc, "start"), _count(doc, "step")
+            if step < 1 or (student > 0 and start + step * (student - 1) >= teacher):
+                raise ValueError(f"stride start {start}, step {step} runs past the axis's {teacher} indices")
+            return cls(teacher, start, step, student)
+        indices = doc["indices"]
+        origin = next((known for known in _ORIGINS if known == doc.get("origin", "indices")), None)
+        if origin is None:
+            raise ValueError("origin is not one of " + ", ".join(_ORIGINS))
+        if (
+            type(indices) is not list
+            or len(indices) != student
+            or not all(type(i) is int for i in indices)
+            or (indices and (indices[0] < 0 or indices[-1] >= teacher))
+            or not all(a < b for a, b in zip(indices, indices[1:], strict=False))
+        ):
+            raise ValueError(f"indices are not {student} increasing integers below {teacher}")
+        return cls(teacher, explicit=tuple(indices), origin=origin)
+
+
+_ORIGINS: tuple[Origin, ...] = get_args(Origin)
+_RULE_FIELDS = {
+    "copy": {"rule", "teacher", "student"},
+    "stride": {"rule", "teacher", "student", "start", "step"},
+    "indices": {"rule", "teacher", "student", "indices"},  # and "origin" (absent: plain indices)
+}
+
+
+def _count(doc: dict[str, Any], key: str) -> int:
+    value = doc[key]
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise ValueError(f"{key} is not an integer from 0 to 2**63-1")
+    return value
 
 
 def identity(size: int) -> Selection:

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TextIO
 
 from wsel.checkpoint.dtypes import DTYPES
-from wsel.checkpoint.header import read_header
+from wsel.checkpoint.header import MAX_TENSORS, name_problem, read_header
 from wsel.errors import CheckpointError, SpecError
 from wsel.hfconfig import apply_sets, derive_config
 from wsel.hffolder import TeacherConfig
+from wsel.sources.base import MAX_SMALL_FILE_BYTES
+from wsel.sources.local import read_small_file
 
 STDIN = "-"
 
@@ -67,7 +69,9 @@ Student = TensorListStudent | ConfigStudent
 def load_spec(source: str, stdin: TextIO | None = None) -> TensorListStudent | StudentConfig:
     """Read a student config given as a path or `-` for standard input."""
     if source == STDIN:
-        text = (stdin or sys.stdin).read()
+        text = (stdin or sys.stdin).read(MAX_SMALL_FILE_BYTES + 1)  # bounded, like a file
+        if len(text) > MAX_SMALL_FILE_BYTES:
+            raise SpecError(f"<stdin>: student config is longer than the {MAX_SMALL_FILE_BYTES}-byte limit")
         return parse_manifest(text, "<stdin>")
     path = Path(source)
     if not path.exists():
@@ -77,8 +81,10 @@ def load_spec(source: str, stdin: TextIO | None = None) -> TensorListStudent | S
     if path.suffix == ".safetensors":
         return _from_template(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_small_file(path, "a student config").decode("utf-8")
+    except CheckpointError as e:  # a FIFO, a device, too large, unreadable
+        raise SpecError(str(e)) from None
+    except UnicodeDecodeError as e:
         raise SpecError(f"{path}: cannot read the student config: {e}") from None
     return parse_manifest(text, str(path))
 
@@ -109,6 +115,12 @@ def parse_manifest(text: str, source: str) -> TensorListStudent | StudentConfig:
         return StudentConfig(source, doc)
     if not doc:
         raise SpecError(f"{source}: student config names no tensors")
+    if len(doc) > MAX_TENSORS:
+        raise SpecError(f"{source}: student config lists {len(doc)} tensors, more than wsel's limit of {MAX_TENSORS}")
+    for name in doc:
+        problem = name_problem(name)
+        if problem is not None:
+            raise SpecError(f"{source}: {problem}")
     return TensorListStudent(source, "manifest", tuple(_manifest_entry(source, k, v) for k, v in doc.items()))
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from wsel import provenance
-from wsel.axes import DimLabel, compose
+from wsel.axes import DimLabel, compose, composed_size
+from wsel.checkpoint.dtypes import CAST_TARGETS, DTYPES, element_size
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader
 from wsel.checkpoint.transform import transform_chunks
@@ -71,18 +72,32 @@ def _check(
     if source is None:
         return f"its teacher tensor {entry['teacher']!r} is not in the teacher"
     try:
-        dims = zip(entry["dims"], source.shape, strict=True)
-        selections = [compose(DimLabel.parse(label), axes, size) for label, size in dims]
+        labels = [DimLabel.parse(label) for label in entry["dims"]]
+        dims = list(zip(labels, source.shape, strict=True))
+        # no indices for a tensor without elements: its other dims may be astronomically large
+        sizes = [composed_size(label, axes, size) for label, size in dims]
+        selections = [compose(label, axes, size) for label, size in dims] if source.numel else []
     except ValueError as e:
         return f"cannot rebuild its selection: {e}"
-    if tuple(s.size for s in selections) != mine.shape:
-        return f"shape {list(mine.shape)} differs from the recorded selection's {[s.size for s in selections]}"
+    if tuple(sizes) != mine.shape:
+        return f"shape {list(mine.shape)} differs from the recorded selection's {sizes}"
+    if not source.numel:
+        return None
+    transformed = mine.dtype != source.dtype or entry.get("scale")
+    if transformed and not _wsel_transforms(source.dtype, mine.dtype):
+        return f"dtype {mine.dtype} is neither the teacher's {source.dtype} nor a --dtype cast of it"
     expected: Iterable[Chunk] = reader.iter_selected(source, selections)
-    if mine.dtype != source.dtype or entry.get("scale"):
+    if transformed:
         expected = transform_chunks(expected, source.dtype, mine.dtype, entry.get("scale"))
     actual = reader.iter_selected(mine, [identity(d) for d in mine.shape])  # the student's bytes, streamed
     offset = _first_difference(expected, actual)
     return None if offset is None else f"differs from its selection of {entry['teacher']!r} at byte {offset}"
+
+
+def _wsel_transforms(source: str, target: str) -> bool:
+    """Whether wsel casts or rescales `source` elements into `target` ones (floats, whole bytes only)."""
+    float_bytes = DTYPES[source].kind == "float" and element_size(source) is not None
+    return float_bytes and (target == source or target in CAST_TARGETS.values())
 
 
 def _first_difference(expected: Iterable[Chunk], actual: Iterable[Chunk]) -> int | None:

@@ -51,7 +51,7 @@ class Template:
         return self.pattern.replace("{p}", prefix).replace("{layer}", "" if layer is None else str(layer))
 
     def regex(self, prefix: str) -> re.Pattern[str]:
-        escaped = re.escape(self.pattern.replace("{p}", prefix)).replace(re.escape("{layer}"), r"(?P<layer>\d+)")
+        escaped = re.escape(self.pattern.replace("{p}", prefix)).replace(re.escape("{layer}"), r"(?P<layer>[0-9]{1,9})")
         return re.compile(f"^{escaped}$")
 
 

@@ -21,7 +21,7 @@ from wsel.axes import AXIS_KINDS, DimLabel, is_literal
 from wsel.errors import ArchDataError
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {"name": str, "doc": str, "tensors": dict}
-_AXIS = re.compile(r"^(?P<axis>[a-z_]+)(?:@(?P<stage>stage|stage-1|\d+))?$")
+_AXIS = re.compile(r"^(?P<axis>[a-z_]+)(?:@(?P<stage>stage|stage-1|[0-9]{1,9}))?$")
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,8 @@ def load_name_set(path: Traversable) -> NameSet:
                 if m is not None and m.group("stage") in ("stage", "stage-1") and "{stage}" not in pattern:
                     raise ArchDataError(f"{path}: tensors.{pattern}: {block!r} needs {{stage}} in the name")
             parsed.append(label)
-        regex = (
-            re.escape(pattern).replace(re.escape("{layer}"), r"\d+").replace(re.escape("{stage}"), r"(?P<stage>\d+)")
-        )
+        regex = re.escape(pattern).replace(re.escape("{layer}"), r"[0-9]+")
+        regex = regex.replace(re.escape("{stage}"), r"(?P<stage>[0-9]{1,9})")
         patterns.append((re.compile(f"^{regex}$"), tuple(parsed)))
     return NameSet(doc["name"], doc["doc"], tuple(patterns))
 

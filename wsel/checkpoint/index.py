@@ -12,8 +12,17 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
-from wsel.checkpoint.header import Header, TensorInfo, read_header
+from wsel.checkpoint.header import (
+    MAX_NAME_BYTES,
+    MAX_TENSORS,
+    Header,
+    TensorInfo,
+    name_problem,
+    read_header,
+    short_repr,
+)
 from wsel.checkpoint.sniff import refusal, sniff
 from wsel.errors import CheckpointError
 from wsel.sources import DEFAULT_CONNECTIONS
@@ -24,6 +33,7 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 OTHER_FORMATS = (*PICKLE_SUFFIXES, ".gguf")  # checkpoints of other formats, named so; refused with the way forward
+MAX_SHARDS = 10_000  # files of one sharded checkpoint (README, "Limits"): each is a header read, a request remote
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # ORG/NAME, as the Hub names repos
 
 
@@ -106,6 +116,17 @@ def open_in_folder(folder: Folder, name: str | None, shown_as: str) -> Checkpoin
     raise CheckpointError(f"{shown_as}: folder has {what}; name the file or add {INDEX_FILE}")
 
 
+def _is_file_name(shard: object) -> TypeGuard[str]:
+    """A plain file name in the index's own folder: no path, not `.`/`..`, not absurdly long."""
+    return (
+        isinstance(shard, str)
+        and 0 < len(shard) <= MAX_NAME_BYTES
+        and "/" not in shard
+        and "\\" not in shard
+        and shard not in (".", "..")
+    )
+
+
 def _refusal(folder: Folder, name: str) -> str:
     """Why a file of another format is refused, by what its first bytes say (never by unpickling it)."""
     with folder.source(name).open() as handle:
@@ -131,13 +152,19 @@ def _open_index(folder: Folder, index_name: str, shown_as: str) -> CheckpointInd
     if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
         raise fail('not a sharded index: expected an object with a "weight_map" object')
     weight_map: dict[str, object] = doc["weight_map"]
-    shard_names: list[str] = []
+    if len(weight_map) > MAX_TENSORS:
+        raise fail(f"weight_map lists {len(weight_map)} tensors, more than wsel's limit of {MAX_TENSORS}")
+    shards: set[str] = set()
     for name, shard in weight_map.items():
-        if not isinstance(shard, str) or not shard or "/" in shard or "\\" in shard or shard in (".", ".."):
-            raise fail(f"tensor {name!r}: shard {shard!r} is not a file name in the index's folder")
-        if shard not in shard_names:
-            shard_names.append(shard)
-    shard_names.sort()
+        problem = name_problem(name)
+        if problem is not None:
+            raise fail(f"weight_map: {problem}")
+        if not _is_file_name(shard):
+            raise fail(f"tensor {name!r}: shard {short_repr(shard)} is not a file name in the index's folder")
+        shards.add(shard)
+    shard_names = sorted(shards)
+    if len(shard_names) > MAX_SHARDS:
+        raise fail(f"weight_map names {len(shard_names)} shard files, more than wsel's limit of {MAX_SHARDS}")
 
     headers = []
     tensors: dict[str, TensorInfo] = {}

@@ -13,8 +13,8 @@ from wsel.checkpoint.writer import PARTIAL_SUFFIX, OutputTensor
 from wsel.errors import OutputError
 
 DEFAULT_MAX_SHARD_SIZE = 5_000_000_000  # 5GB, transformers' default
-_SHARD_NAME = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SHARD_NAME = re.compile(r"^model-[0-9]{5}-of-[0-9]{5}\.safetensors$")
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE | re.ASCII)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
 

@@ -90,8 +90,8 @@ class Planner:
 
     def in_storage_order(self, written: Iterable[WrittenTensor]) -> tuple[WrittenTensor, ...]:
         """Written tensors in the teacher's storage order (shard, offset, then name), so reads go front to back."""
-        files = self.teacher.files
-        return tuple(sorted(written, key=lambda t: (files.index(t.source.file), t.source.start, t.source.end, t.name)))
+        shard = {file: i for i, file in enumerate(self.teacher.files)}
+        return tuple(sorted(written, key=lambda t: (shard[t.source.file], t.source.start, t.source.end, t.name)))
 
 
 def cast_name(dtype: str | None) -> str | None:

@@ -35,22 +35,34 @@ class LocalFile(Source):
         return LocalHandle(self.path)
 
 
+def read_small_file(path: Path, kind: str = "a JSON file") -> bytes:
+    """The whole of a small local file wsel reads besides headers (an index, a config.json, a manifest):
+    a regular file of at most MAX_SMALL_FILE_BYTES, read in one read of its size, so that a FIFO never
+    blocks and a device (`/dev/zero`) never fills memory. Raises CheckpointError `<path>: <problem>`."""
+    with LocalHandle(path, kind) as handle:
+        if handle.size > MAX_SMALL_FILE_BYTES:
+            raise too_large(str(path), handle.size)
+        return handle.read(0, handle.size)
+
+
 class LocalHandle(Handle):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, kind: str = "a .safetensors file") -> None:
         self.path = path
+        self.fd = -1
         try:
-            mode = os.stat(path).st_mode
+            # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below); no effect on files
+            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            info = os.fstat(self.fd)
         except OSError as e:
+            self.close()
             raise self._fail(f"cannot read: {e.strerror or e}") from None
-        if stat.S_ISDIR(mode):
-            raise self._fail("is a directory, expected a .safetensors file")
-        if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
-            raise self._fail("is not a regular file")
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise self._fail(f"cannot read: {e.strerror or e}") from None
-        self.size = os.fstat(self.fd).st_size
+        if not stat.S_ISREG(info.st_mode):  # checked on the open file: no swap between a check and the open
+            self.close()
+            # a directory is named as such; a FIFO or device would block or never end
+            raise self._fail(
+                f"is a directory, expected {kind}" if stat.S_ISDIR(info.st_mode) else "is not a regular file"
+            )
+        self.size = info.st_size
 
     def _fail(self, problem: str) -> CheckpointError:
         return CheckpointError(f"{self.path}: {problem}")
@@ -98,7 +110,13 @@ class LocalFolder(Folder):
         return sorted(p.name for p in self.path.iterdir())  # every entry: a broken link is named, then refused
 
     def has(self, name: str) -> bool:
-        return (self.path / name).is_file()
+        """Anything but a folder under that name: a FIFO or a device is found, then refused by the reader
+        by name, rather than taken for a missing file."""
+        path = self.path / name
+        try:
+            return path.exists() and not path.is_dir()
+        except OSError:  # a name too long for the file system (ENAMETOOLONG), ...: no such file here
+            return False
 
     def source(self, name: str) -> LocalFile:
         return LocalFile(self.path / name)
@@ -107,7 +125,4 @@ class LocalFolder(Folder):
         return str(self.path / name)
 
     def read_small(self, name: str) -> bytes:
-        with LocalHandle(self.path / name) as handle:
-            if handle.size > MAX_SMALL_FILE_BYTES:
-                raise too_large(self.where(name), handle.size)
-            return handle.read(0, handle.size)
+        return read_small_file(self.path / name, "a file")

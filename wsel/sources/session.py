@@ -26,7 +26,7 @@ RETRIES = 5
 FIRST_WAIT, MAX_WAIT, MAX_RETRY_AFTER = 1.0, 8.0, 60.0
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 IDLE_SECONDS = 10.0  # a worker thread with nothing to do for this long ends (a later request starts another)
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+_CONTENT_RANGE = re.compile(r"^bytes ([0-9]+)-([0-9]+)/([0-9]+)$")
 _T = TypeVar("_T")
 
 
