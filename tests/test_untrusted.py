@@ -483,3 +483,50 @@ def test_a_long_table_is_cut_on_the_terminal_and_whole_in_the_report(tmp_path: P
     assert shown.exit_code == 0
     assert "... 5 more rows: --json or --report FILE.md lists every one" in shown.stderr
     assert len(re.findall(r"^\| `t[0-9]+` \|", (tmp_path / "r.md").read_text(), re.MULTILINE)) == MAX_TABLE_ROWS + 5
+
+
+# ------------------------------------------------------------------------------- config.json values
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        (
+            {"hidden_size": 8, "num_attention_heads": "x"},
+            "num_attention_heads gives heads = 'x', expected a whole number",
+        ),
+        (
+            {"hidden_size": float("nan"), "num_attention_heads": 2},
+            "hidden_size gives hidden = nan, expected a whole number",
+        ),
+        (
+            {"hidden_size": float("inf"), "num_attention_heads": 2},
+            "hidden_size gives hidden = inf, expected a whole number",
+        ),
+        (
+            {"hidden_size": 8, "num_attention_heads": [2]},
+            "num_attention_heads gives heads = [2], expected a whole number",
+        ),
+    ],
+    ids=["string-divisor", "nan", "infinity", "list"],
+)
+def test_config_values_that_are_no_numbers_are_named(config: dict, problem: str) -> None:
+    """JSON's NaN and Infinity, strings and lists where sizes go: refused by key, whichever axis (here head_dim,
+    derived from both) is computed first; never a TypeError or OverflowError from the arithmetic."""
+    from wsel.errors import SpecError
+    from wsel.hfconfig import read_sizes
+
+    sizes = {"head_dim": ("head_dim", "hidden_size / num_attention_heads"), "hidden": ("hidden_size",),
+             "heads": ("num_attention_heads",)}  # fmt: skip
+    with pytest.raises(SpecError) as exc:
+        read_sizes(sizes, config, "config.json")
+    assert str(exc.value) == f"config.json: {problem}"
+
+
+def test_a_size_expression_past_float_range_gives_no_size() -> None:
+    from wsel.hfconfig import first_value
+
+    assert (
+        first_value(("hidden_size / num_attention_heads",), {"hidden_size": 10**400, "num_attention_heads": 3}) is None
+    )
+    assert first_value(("hidden_size / num_attention_heads", "7"), {"hidden_size": 8, "num_attention_heads": 0}) == 7

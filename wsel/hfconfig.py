@@ -25,7 +25,8 @@ _BINARY: dict[type, Callable[[Any, Any], Any]] = {
 
 
 class _Missing(Exception):
-    """A config key named by an expression is absent or null: try the next alternative."""
+    """A config key named by an expression is absent or null, or gives no number (a string, a zero
+    divisor, an overflow): try the next alternative."""
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -97,10 +98,22 @@ def _eval(node: ast.AST, config: dict[str, Any]) -> Any:
     if isinstance(node, ast.Name | ast.Attribute):
         return lookup(config, ast.unparse(node))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        return _BINARY[type(node.op)](_eval(node.left, config), _eval(node.right, config))
+        left, right = _eval(node.left, config), _eval(node.right, config)
+        if not (_is_number(left) and _is_number(right)):
+            raise _Missing(ast.unparse(node))  # a string or a list in a config: this alternative gives no size
+        try:
+            return _BINARY[type(node.op)](left, right)
+        except (ZeroDivisionError, OverflowError):  # a zero head count, or a float past 1e308
+            raise _Missing(ast.unparse(node)) from None
     if isinstance(node, ast.Call) and ast.unparse(node.func) == "len" and len(node.args) == 1:
         return len(_eval_container(node.args[0], config))
     raise ValueError(f"unsupported size expression {ast.unparse(node)!r}")
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or isinstance(value, float) and math.isfinite(value)
 
 
 def _eval_container(node: ast.AST, config: dict[str, Any]) -> Any:
@@ -115,7 +128,7 @@ def first_value(alternatives: tuple[str, ...], config: dict[str, Any]) -> Any:
     for expression in alternatives:
         try:
             return evaluate(expression, config)
-        except (_Missing, ZeroDivisionError):
+        except _Missing:
             continue
     return None
 
@@ -153,7 +166,7 @@ def derivations(sizes: dict[str, tuple[str, ...]], config: dict[str, Any]) -> di
         for index, expression in enumerate(alternatives):
             try:
                 evaluate(expression, config)
-            except (_Missing, ZeroDivisionError):
+            except _Missing:
                 continue
             if index > 0:
                 result[axis] = f"{expression} = {_with_values(expression, config)}"
