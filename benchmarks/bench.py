@@ -85,19 +85,24 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def commands(size: teachers.Size, teacher: Path, work: Path, out: Path) -> dict[str, list[str]]:
+def wsel_command(size: teachers.Size, teacher: Path, output: Path, *options: str) -> list[str]:
+    """`wsel init` of the size's student from `teacher` into the folder `output`."""
     sets = [a for s in size.sets() for a in ("--set", s)]
-    wsel = [sys.executable, "-m", "wsel", "init", "-t", str(teacher), "-q", *sets]
+    return [sys.executable, "-m", "wsel", "init", "-t", str(teacher), "-q", *sets, *options, "-o", f"{output}/"]
+
+
+def baseline_command(teacher: Path, work: Path, output: Path) -> list[str]:
+    """benchmarks/baseline.py on `teacher` (safetensors or .bin shards), the student's tensors as `work`'s
+    list (planning.write_inputs), into the folder `output`."""
+    tensors = work / "baseline-tensors.json"
+    return [sys.executable, str(HERE / "baseline.py"), str(teacher), str(tensors), str(output / "model.safetensors")]
+
+
+def commands(size: teachers.Size, teacher: Path, work: Path, out: Path) -> dict[str, list[str]]:
     return {
-        "wsel": [*wsel, "--attention", "flat", "-o", f"{out / 'wsel'}/"],
-        "wsel-structured": [*wsel, "-o", f"{out / 'wsel-structured'}/"],
-        "baseline": [
-            sys.executable,
-            str(HERE / "baseline.py"),
-            str(teacher),
-            str(work / "baseline-tensors.json"),
-            str(out / "baseline" / "model.safetensors"),
-        ],
+        "wsel": wsel_command(size, teacher, out / "wsel", "--attention", "flat"),
+        "wsel-structured": wsel_command(size, teacher, out / "wsel-structured"),
+        "baseline": baseline_command(teacher, work, out / "baseline"),
         "floor": [
             sys.executable,
             str(HERE / "floor.py"),
@@ -105,6 +110,36 @@ def commands(size: teachers.Size, teacher: Path, work: Path, out: Path) -> dict[
             str(out / "floor" / "model.safetensors"),
         ],
     }
+
+
+def measure_tool(
+    run: int, tool: str, argv: list[str], output: Path, cache: str, evict: list[Path], warm: list[Path], log_path: Path
+) -> dict[str, Any]:
+    """Run `run` of `tool`, its output folder `output` removed first, on a cold page cache (the files `evict`
+    dropped from it) or a warm one (the files `warm` read just before). Exits if the program fails."""
+    shutil.rmtree(output, ignore_errors=True)
+    if cache == "cold":
+        measure.evict(evict)
+    else:
+        measure.prewarm(warm)
+    resident = measure.cached_fraction(warm)
+    result = measure.run(argv, log_path)
+    result.update(tool=tool, cache=cache, run=run, teacher_cached_before=resident)
+    log(
+        f"  run {run} {cache:4s} {tool:15s} {result['wall']:7.2f} s (+{result['sync']:.2f} s sync)  "
+        f"peak RSS {result['peak_rss'] / MIB:7.0f} MiB (anon {result['peak_anon'] / MIB:.0f}, file "
+        f"{result['peak_file'] / MIB:.0f})  disk read {result['read_bytes'] / MIB:.0f} MiB  "
+        f"rc={result['returncode']}"
+    )
+    if result["returncode"] != 0:
+        log(log_path.read_text()[-3000:])
+        raise SystemExit(f"{tool} failed with exit code {result['returncode']}: {' '.join(argv)}")
+    return result
+
+
+def rotated(tools: list[str], run: int) -> list[str]:
+    """The programs in run `run`'s order: who goes first alternates from run to run."""
+    return tools[run % len(tools) :] + tools[: run % len(tools)]
 
 
 def reference_programs(data: Path, runs: int) -> dict[str, Any]:
@@ -150,29 +185,8 @@ def bench_size(args: argparse.Namespace, name: str, data: Path, tools: list[str]
     equal: dict[str, Any] = {}
     for r in range(runs):
         for cache in caches:
-            order = tools[r % len(tools) :] + tools[: r % len(tools)]  # alternate who goes first
-            for tool in order:
-                target = out / tool
-                shutil.rmtree(target, ignore_errors=True)
-                if tool in ("baseline", "floor"):
-                    target.mkdir(parents=True)
-                if cache == "cold":
-                    measure.evict(files)
-                else:
-                    measure.prewarm(files)
-                resident = measure.cached_fraction(files)
-                result = measure.run(argv[tool], work / f"{tool}.log")
-                result.update(tool=tool, cache=cache, run=r, teacher_cached_before=resident)
-                records.append(result)
-                log(
-                    f"  run {r} {cache:4s} {tool:15s} {result['wall']:7.2f} s (+{result['sync']:.2f} s sync)  "
-                    f"peak RSS {result['peak_rss'] / MIB:7.0f} MiB (anon {result['peak_anon'] / MIB:.0f}, file "
-                    f"{result['peak_file'] / MIB:.0f})  disk read {result['read_bytes'] / MIB:.0f} MiB  "
-                    f"rc={result['returncode']}"
-                )
-                if result["returncode"] != 0:
-                    log((work / f"{tool}.log").read_text()[-3000:])
-                    raise SystemExit(f"{name}: {tool} failed with exit code {result['returncode']}")
+            for tool in rotated(tools, r):
+                records.append(measure_tool(r, tool, argv[tool], out / tool, cache, files, files, work / f"{tool}.log"))
             if r == 0 and cache == caches[0]:
                 equal = check_equal(out, tools)
     for tool in tools:
@@ -258,7 +272,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, fl
 
 def targets(results: dict[str, Any], reference: dict[str, Any], depth: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, each with the numbers it was judged on."""
-    bound = reference["python+torch"]["peak_rss"] + MEMORY_ALLOWANCE
+    bound = memory_bound(reference)
     checks: list[dict[str, Any]] = []
 
     def add(name: str, ok: bool, detail: str) -> None:
@@ -318,20 +332,47 @@ def targets(results: dict[str, Any], reference: dict[str, Any], depth: dict[str,
 
 # --- rendering ----------------------------------------------------------------------------------------
 
-COLUMNS = (
-    "program",
-    "wall s",
-    "min–max s",
-    "wall+sync s",
-    "÷ baseline",
-    "÷ floor",
-    "peak RSS MiB",
-    "anon MiB",
-    "file MiB",
-    "disk read MiB",
-    "read() MiB",
-    "written MiB",
-)
+COLUMNS = ("program", "wall s", "min–max s", "wall+sync s")  # then "÷ X" per program compared with, and:
+MEMORY_COLUMNS = ("peak RSS MiB", "anon MiB", "file MiB", "disk read MiB", "read() MiB", "written MiB")
+
+
+def table(cache: str, by_tool: dict[str, dict[str, float]], divisors: tuple[str, ...]) -> list[str]:
+    """Markdown lines of one cache state's summary: a row per program, its wall time also divided by each of
+    the `divisors` programs' (blank where one was not run)."""
+    runs = max(int(s["runs"]) for s in by_tool.values())
+    columns = (*COLUMNS, *(f"÷ {d}" for d in divisors), *MEMORY_COLUMNS)
+    lines = [f"{cache} cache, median of {runs} runs:", ""]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for tool, s in by_tool.items():
+        row = [f"`{tool}`", f"{s['wall']:.2f}", f"{s['wall_min']:.2f}–{s['wall_max']:.2f}", f"{s['wall_synced']:.2f}"]
+        row += [f"{s['wall'] / by_tool[d]['wall']:.2f}" if d in by_tool else "" for d in divisors]
+        row += [f"{s[k] / MIB:.0f}" for k in ("peak_rss", "peak_anon", "peak_file", "read_bytes", "rchar", "wchar")]
+        lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
+def machine_line(doc: dict[str, Any]) -> str:
+    """The machine, its disk and the software versions, as one Markdown paragraph."""
+    m, d = doc["machine"], doc["disk"]
+    return (
+        f"Machine: {m.get('cores')} cores ({m.get('cpu', '?')}), {m.get('memory_bytes', 0) / 2**30:.0f} GiB RAM, "
+        f"disk {d.get('name', '?')} ({'rotational' if d.get('rotational') else 'non-rotational'} as reported, "
+        f"read-ahead {d.get('read_ahead_kb', '?')} KiB), Linux {m.get('kernel')}, Python {m.get('python')}, "
+        f"{', '.join(f'{k} {v}' for k, v in doc['versions'].items())}."
+    )
+
+
+def reference_line(ref: dict[str, Any]) -> str:
+    return (
+        "Reference processes (warm): "
+        + "; ".join(f"`{k}` {v['wall']:.2f} s, peak RSS {v['peak_rss'] / MIB:.0f} MiB" for k, v in ref.items())
+        + f". Memory bound for wsel: {memory_bound(ref) / MIB:.0f} MiB."
+    )
+
+
+def memory_bound(reference: dict[str, Any]) -> int:
+    """The bound on wsel's peak RSS: python+torch's (the interpreter and the libraries) plus MEMORY_ALLOWANCE."""
+    return int(reference["python+torch"]["peak_rss"]) + MEMORY_ALLOWANCE
 
 
 def gb(n: float) -> str:
@@ -339,21 +380,7 @@ def gb(n: float) -> str:
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    m, d = doc["machine"], doc["disk"]
-    ref = doc["reference"]
-    lines = [
-        f"Machine: {m.get('cores')} cores ({m.get('cpu', '?')}), {m.get('memory_bytes', 0) / 2**30:.0f} GiB RAM, "
-        f"disk {d.get('name', '?')} ({'rotational' if d.get('rotational') else 'non-rotational'} as reported, "
-        f"read-ahead {d.get('read_ahead_kb', '?')} KiB), Linux {m.get('kernel')}, Python {m.get('python')}, "
-        f"{', '.join(f'{k} {v}' for k, v in doc['versions'].items())}.",
-        "",
-        f"Command: `{doc['command']}`",
-        "",
-        "Reference processes (warm): "
-        + "; ".join(f"`{k}` {v['wall']:.2f} s, peak RSS {v['peak_rss'] / MIB:.0f} MiB" for k, v in ref.items())
-        + f". Memory bound for wsel: {(ref['python+torch']['peak_rss'] + MEMORY_ALLOWANCE) / MIB:.0f} MiB.",
-        "",
-    ]
+    lines = [machine_line(doc), "", f"Command: `{doc['command']}`", "", reference_line(doc["reference"]), ""]
     for size, res in doc["sizes"].items():
         t, st, plan = res["teacher"], res["student"], res["plan"]
         c = t["config"]
@@ -373,27 +400,7 @@ def markdown(doc: dict[str, Any]) -> str:
             "",
         ]
         for cache, by_tool in res["summary"].items():
-            runs = max(int(s["runs"]) for s in by_tool.values())
-            lines += [f"{cache} cache, median of {runs} runs:", ""]
-            lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-            base, floor = by_tool.get("baseline"), by_tool.get("floor")
-            for tool, s in by_tool.items():
-                row = [
-                    f"`{tool}`",
-                    f"{s['wall']:.2f}",
-                    f"{s['wall_min']:.2f}–{s['wall_max']:.2f}",
-                    f"{s['wall_synced']:.2f}",
-                    f"{s['wall'] / base['wall']:.2f}" if base else "",
-                    f"{s['wall'] / floor['wall']:.2f}" if floor else "",
-                    f"{s['peak_rss'] / MIB:.0f}",
-                    f"{s['peak_anon'] / MIB:.0f}",
-                    f"{s['peak_file'] / MIB:.0f}",
-                    f"{s['read_bytes'] / MIB:.0f}",
-                    f"{s['rchar'] / MIB:.0f}",
-                    f"{s['wchar'] / MIB:.0f}",
-                ]
-                lines.append("| " + " | ".join(row) + " |")
-            lines.append("")
+            lines += table(cache, by_tool, ("baseline", "floor"))
     for pair, walls in doc.get("depth", {}).items():
         small, deep = pair.split("/")
         lines += [f"### {small} vs {deep}: wsel, the two alternating run by run", ""]
@@ -428,8 +435,9 @@ def versions() -> dict[str, str]:
     out = {p: version(p) for p in ("wsel", "torch", "safetensors", "numpy")}
     src = Path(wsel.__file__).resolve().parent.parent
     stamp = src / "COMMIT"  # a snapshot made with `git archive` (see benchmarks/README.md)
-    if stamp.is_file():
-        out["wsel"] += f" ({stamp.read_text().strip()[:7]}, snapshot in {src})"
+    if stamp.is_file():  # the commit, then anything said about the snapshot (e.g. that it has uncommitted changes)
+        commit, _, note = stamp.read_text().strip().partition(" ")
+        out["wsel"] += f" ({commit[:7]}{' ' + note if note else ''}, snapshot in {src})"
         return out
     try:
         commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
@@ -474,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         "disk": measure.disk(data),
         "versions": versions(),
         "reference": reference,
-        "memory_bound": reference["python+torch"]["peak_rss"] + MEMORY_ALLOWANCE,
+        "memory_bound": memory_bound(reference),
         "sizes": results,
         "depth": depth,
     }
@@ -482,9 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     return finish(args, doc)
 
 
-def finish(args: argparse.Namespace, doc: dict[str, Any]) -> int:
-    """Print and save the results; the exit status says whether the hard targets hold."""
-    text = markdown(doc)
+def save(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:
+    """Print the Markdown `text`; write it and `doc` where --markdown and --json say."""
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -492,8 +499,17 @@ def finish(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text)
-    # Correctness and the memory bound fail the run; speed targets are reported only.
-    hard = [t for t in doc["targets"] if ("equals" in t["target"] or "RSS <=" in t["target"]) and not t["met"]]
+
+
+def hard_failures(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets missed that fail the run: correctness and the memory bound (speed targets are reported only)."""
+    return [t for t in doc["targets"] if ("equals" in t["target"] or "RSS <=" in t["target"]) and not t["met"]]
+
+
+def finish(args: argparse.Namespace, doc: dict[str, Any]) -> int:
+    """Print and save the results; the exit status says whether the hard targets hold."""
+    save(args, doc, markdown(doc))
+    hard = hard_failures(doc)
     for t in hard:
         log(f"FAILED: {t['target']}: {t['detail']}")
     if args.quick and not any("equals" in t["target"] for t in doc["targets"]):

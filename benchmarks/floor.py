@@ -35,6 +35,7 @@ def main(reads_json: str, output: str) -> None:
     buf = bytearray(BUFFER)
     view = memoryview(buf)
     fds: dict[str, int] = {}
+    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
     out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     done_read = written = advised = 0
     pending = iter(reads)
