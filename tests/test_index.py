@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import pickle_refusal, random_state, save, save_sharded
+from conftest import legacy_refusal, random_state, save, save_sharded
 
 from wsel.checkpoint.header import read_header
 from wsel.checkpoint.index import open_checkpoint
@@ -133,7 +133,7 @@ def test_missing_path(tmp_path: Path) -> None:
 def test_folder_without_safetensors(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     assert refused(tmp_path) == (
-        f"{tmp_path}: folder has no .safetensors file; name the file or add model.safetensors.index.json"
+        f"{tmp_path}: no checkpoint file (.safetensors, .bin, .pt, .pth, .gguf) or index in the folder"
     )
 
 
@@ -141,8 +141,8 @@ def test_folder_with_two_safetensors_and_no_index(tmp_path: Path) -> None:
     save(tmp_path / "a.safetensors", {"x": torch.zeros(1)})
     save(tmp_path / "b.safetensors", {"y": torch.zeros(1)})
     assert refused(tmp_path) == (
-        f"{tmp_path}: folder has 2 .safetensors files but no model.safetensors.index.json; "
-        "name the file or add model.safetensors.index.json"
+        f"{tmp_path}: folder has 2 .safetensors files (a.safetensors, b.safetensors) but no "
+        "model.safetensors.index.json; name the file or add model.safetensors.index.json"
     )
 
 
@@ -223,21 +223,17 @@ def test_malformed_shard_reports_the_shard(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "model.pth", "last.ckpt", "state.pkl"])
-def test_pickle_file_is_refused(tmp_path: Path, name: str) -> None:
+def test_legacy_pickle_file_is_refused(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_bytes(b"\x80\x04K\x01.")  # a pickle; must not be unpickled
     target = tmp_path / "model.safetensors" if name == "pytorch_model.bin" else path.with_suffix(".safetensors")
-    assert refused(path) == pickle_refusal(path, target)
+    assert refused(path) == legacy_refusal(path, target)
 
 
-def test_folder_with_only_a_pickle_is_refused(tmp_path: Path) -> None:
+def test_folder_with_only_a_legacy_pickle_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
-    assert refused(
-        tmp_path
-    ) == f"{tmp_path}: folder has no .safetensors file, only pytorch_model.bin: " + pickle_refusal(
-        tmp_path / "pytorch_model.bin", tmp_path / "model.safetensors"
-    )
+    assert refused(tmp_path) == legacy_refusal(tmp_path / "pytorch_model.bin", tmp_path / "model.safetensors")
 
 
 def test_pickle_next_to_model_safetensors_is_ignored(tmp_path: Path) -> None:

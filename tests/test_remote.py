@@ -147,6 +147,27 @@ def test_hub_teacher_gives_the_local_student(hub: HubServer, teachers: Teachers,
     assert all(hub.repos[repo].commit in path for _, path, _, _ in hub.requests if "/resolve/" in path)
 
 
+def test_hub_repo_of_a_pytorch_checkpoint(hub: HubServer, teachers: Teachers, tmp_path: Path) -> None:
+    """A repo holding pytorch_model.bin (no safetensors): its zip directory, data.pkl and the needed ranges are
+    fetched, never the whole file; the student's tensors equal those from the local safetensors twin."""
+    import torch
+    from safetensors.torch import load_file
+
+    repo = tmp_path / "bin-repo"
+    repo.mkdir()
+    shutil.copy(teachers.single / "config.json", repo)
+    torch.save(load_file(teachers.single / "model.safetensors"), repo / "pytorch_model.bin")
+    hub.add_repo("org/llama-bin", repo)
+    local_init(teachers.single, tmp_path / "local")
+    result = wsel_run(hub, tmp_path, "init", "-t", "hf://org/llama-bin", "-o", f"{tmp_path / 'remote'}/", "--json",
+                      *LLAMA_SETS)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    remote, local = (load_file(tmp_path / out / "model.safetensors") for out in ("remote", "local"))
+    assert remote.keys() == local.keys() and all(torch.equal(remote[k], local[k]) for k in local)
+    assert json.loads(result.stdout)["teacher"]["format"] == "pytorch"
+    assert hub.total_sent("/cdn/") < (repo / "pytorch_model.bin").stat().st_size / 2
+
+
 def test_url_of_an_index_gives_the_local_student(hub: HubServer, teachers: Teachers, tmp_path: Path) -> None:
     local_init(teachers.sharded, tmp_path / "local")
     url = f"{hub.url}/files/sharded/model.safetensors.index.json"

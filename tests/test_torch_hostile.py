@@ -557,7 +557,7 @@ def test_other_files(tmp_path: Path) -> None:
     )
     gguf = tmp_path / "x.pt"
     gguf.write_bytes(b"GGUF" + bytes(100))
-    assert refusal(gguf).startswith("a GGUF file (llama.cpp, Ollama), not safetensors; ")
+    assert refusal(gguf) == "a GGUF file (llama.cpp, Ollama), not a PyTorch checkpoint"
     other = tmp_path / "y.pt"
     other.write_bytes(b"hello world")
     assert refusal(other) == "is not a PyTorch zip checkpoint (it does not start as a zip archive)"

@@ -35,14 +35,17 @@ PathArg = str | os.PathLike[str]
 Checkpoint = PathArg | CheckpointIndex  # a path, or a checkpoint already opened
 
 
-def open_teacher(location: PathArg, *, connections: int = DEFAULT_CONNECTIONS) -> CheckpointIndex:
-    """A safetensors checkpoint (a `.safetensors` file, a Hugging Face folder, single-file or sharded, or a
-    `model.safetensors.index.json`), as every tensor's name, dtype, shape and byte range. Reads headers only.
+def open_teacher(
+    location: PathArg, *, connections: int = DEFAULT_CONNECTIONS, key: str | None = None
+) -> CheckpointIndex:
+    """A checkpoint (a `.safetensors` file, a Hugging Face folder, single-file or sharded, an index file; a
+    PyTorch zip checkpoint, read without running its pickle, whose nested state dict `key` names when it holds
+    several; a GGUF file), as every tensor's name, dtype, shape and byte range. Reads headers only.
 
     Remote: `hf://ORG/NAME[@REVISION][/FOLDER]` (or `ORG/NAME` when no such local path exists) for the
     Hugging Face Hub, an `http(s)://` URL of a .safetensors or index file; later reads fetch only the byte
     ranges they need, `connections` requests in flight."""
-    return open_checkpoint(location, connections=connections)
+    return open_checkpoint(location, connections=connections, key=key)
 
 
 def build_plan(
@@ -83,6 +86,8 @@ def build_plan(
 def _teacher_config(teacher: CheckpointIndex, path: PathArg | None) -> tuple[dict[str, Any], str]:
     """The teacher's config.json (`path`, else the one in the teacher's folder) and where it was read."""
     where = os.fspath(path) if path is not None else teacher.folder.where(CONFIG_FILE)
+    if path is None and teacher.config is not None:  # a GGUF file's own metadata, not a folder's config.json
+        return dict(teacher.config), f"{teacher.location} (its GGUF metadata)"
     # exists(), not is_file(): a FIFO or a device is no missing file; the bounded reader refuses it by name
     if path is not None and not Path(path).exists() or path is None and not teacher.folder.has(CONFIG_FILE):
         raise SpecError(

@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 
 
 TEACHER_HELP = (
-    "Teacher checkpoint: a .safetensors file, a Hugging Face folder, a model.safetensors.index.json; a Hub repo "
-    "hf://ORG/NAME[@REVISION][/FOLDER] (or ORG/NAME when no such local path exists); or an http(s):// URL of a "
-    ".safetensors or index file. Remote teachers are read by range requests: only the bytes needed."
+    "Teacher checkpoint: a .safetensors file, a PyTorch checkpoint (.bin/.pt/.pth, read without running its "
+    "pickle), a GGUF file, a Hugging Face folder or an index file; a Hub repo hf://ORG/NAME[@REVISION][/FOLDER] "
+    "(or ORG/NAME when no such local path exists); or an http(s):// URL of a checkpoint or index file. Remote "
+    "teachers are read by range requests: only the bytes needed."
 )
 STUDENT_HELP = (
     "Student config: a Hugging Face config.json, a shape manifest .json, a template .safetensors (header only), "
@@ -150,18 +151,25 @@ def _student_options(f: Any) -> Any:
 class TeacherArgs:
     location: str
     connections: int
+    key: str | None
 
     def open(self) -> CheckpointIndex:
-        return wsel.open_teacher(self.location, connections=self.connections)
+        return wsel.open_teacher(self.location, connections=self.connections, key=self.key)
 
 
 def _teacher_options(f: Any) -> Any:
-    """Add --teacher and --connections and hand the command one TeacherArgs (`teacher`) in their place."""
+    """Add --teacher, --teacher-key and --connections and hand the command one TeacherArgs (`teacher`) in
+    their place."""
 
     @functools.wraps(f)
-    def command(*args: Any, teacher: str, connections: int, **kwargs: Any) -> Any:
-        return f(*args, teacher=TeacherArgs(teacher, connections), **kwargs)
+    def command(*args: Any, teacher: str, connections: int, teacher_key: str | None, **kwargs: Any) -> Any:
+        return f(*args, teacher=TeacherArgs(teacher, connections, teacher_key), **kwargs)
 
+    command = click.option(
+        "--teacher-key",
+        metavar="NAME",
+        help="The state dict to read from a PyTorch checkpoint that holds several (model, model_ema, ...).",
+    )(command)
     command = click.option(
         "--connections",
         type=click.IntRange(min=1),

@@ -38,6 +38,9 @@ def build(plan: Plan) -> dict[str, Any]:
         **({"remote": remote} if remote is not None else {}),  # a Hub teacher: repo, revision, commit
         "wsel_version": __version__,
         "teacher": fingerprints(plan.teacher),
+        # another format than safetensors (absent: safetensors, and outputs of such teachers stay as they were)
+        **({"teacher_format": plan.teacher.format} if plan.teacher.format != "safetensors" else {}),
+        **({"teacher_key": plan.teacher.key} if plan.teacher.key is not None else {}),
         "options": {key: options[key] for key in RECORDED_OPTIONS},
         "path": plan.path,
         "layer_maps": kept_by_group(plan.layer_maps),
@@ -87,7 +90,7 @@ def check(doc: Any) -> None:
     _expect(isinstance(doc, dict), "the document", "is not an object")
     missing = [key for key in ("teacher", "axes", "tensors") if key not in doc]
     _expect(not missing, "the document", f"lacks {', '.join(missing)}")
-    for key in ("wsel_version", "path"):
+    for key in ("wsel_version", "path", "teacher_format", "teacher_key"):
         _expect(isinstance(doc.get(key, ""), str), key, "is not a string")
     _expect(isinstance(doc.get("remote", {}), dict), "remote", "is not an object")
     for key, value in doc.get("remote", {}).items():

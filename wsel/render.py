@@ -95,6 +95,8 @@ def render(console: Console, report: dict[str, Any]) -> None:
     _print_table(console, title, COLUMNS, _rows(report))
     if "remote" in report["teacher"]:
         _print(console, remote_line(report["teacher"]["remote"]))
+    if "format" in report["teacher"]:
+        _print(console, format_line(report["teacher"]))
     _print(console, _path_line(report))
     for m in report["layer_maps"]:
         _print(console, f"layers {m['group']}: {m['picture']}  {m['summary']}")
@@ -174,6 +176,8 @@ def render_teacher(console: Console, report: dict[str, Any], unfold: bool = Fals
                  teacher_rows(report["tensors"], unfold))  # fmt: skip
     if "remote" in teacher:
         _print(console, remote_line(teacher["remote"]))
+    if "format" in teacher:
+        _print(console, format_line(teacher))
     for g in teacher["layer_groups"]:
         _print(console, f"layers {g['group']}: {g['layers']}")
     for line in provenance_lines(report["provenance"]) if report.get("provenance") else []:
@@ -244,6 +248,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     lines += ["| " + " | ".join(f"`{c}`" if c else "" for c in row) + " |" for row in _rows(report)]
     lines += ["", f"- {_path_line(report)}"]
+    lines += [f"- {format_line(report['teacher'])}"] if "format" in report["teacher"] else []
     lines += [f"- layers `{m['group']}`: {m['summary']}" for m in report["layer_maps"]]
     lines += [f"- warning: {w}" for w in report["warnings"]]
     lines += ["", summary_line(report), ""]
@@ -270,6 +275,20 @@ def provenance_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def format_line(teacher: dict[str, Any]) -> str:
+    """How a teacher that is not safetensors was read."""
+    if teacher["format"] == "pytorch":
+        nested = f", state dict {teacher['key']!r}" if "key" in teacher else ""
+        return f"format: PyTorch checkpoint{nested}, read without running its pickle"
+    blocks = teacher.get("quantized", {})
+    decoded = (
+        f"; tensors in GGML blocks ({', '.join(f'{q} {n}' for q, n in blocks.items())}) are dequantized to float32"
+        if blocks
+        else ""
+    )
+    return f"format: GGUF{decoded}"
+
+
 def markdown_teacher(report: dict[str, Any], unfold: bool = False) -> str:
     """`wsel inspect --teacher T --report FILE.md`: the teacher's tensors as Markdown."""
     teacher = report["teacher"]
@@ -277,6 +296,7 @@ def markdown_teacher(report: dict[str, Any], unfold: bool = False) -> str:
         f"# {teacher['path']}: {len(teacher['files'])} file(s)",
         "",
         family_line(report["family"]),
+        *([format_line(teacher)] if "format" in teacher else []),
         "",
         "| " + " | ".join(TEACHER_COLUMNS) + " |",
         "|" + "---|" * len(TEACHER_COLUMNS),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from typing import Any
 
 from wsel import __version__, provenance
@@ -43,7 +44,7 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
         "axes": {name: sel.to_dict() for name, sel in plan.axes.items()},
         "tensors": [_tensor_entry(t, plan.axes) for t in plan.tensors],
         "excluded": [t.name for t in plan.excluded],
-        "warnings": list(plan.warnings),
+        "warnings": [*teacher.notes, *plan.warnings],
         "totals": {
             "tensors_written": len(written),
             "parameters": sum(t.numel for t in written),
@@ -60,7 +61,7 @@ def teacher_report(teacher: CheckpointIndex) -> dict[str, Any]:
     """`wsel inspect --teacher T` with no student: what the checkpoint holds (and, for a checkpoint
     written by wsel, how it was made; a malformed record is a warning, not a failure: the tensors are still
     worth showing)."""
-    warnings = []
+    warnings = teacher.notes
     try:
         record = provenance.read(teacher)
     except WselError as e:
@@ -126,7 +127,9 @@ def _family(teacher: CheckpointIndex) -> dict[str, Any]:
     from wsel.arch import detect_name_set, for_model_type
 
     model_type = None
-    if teacher.folder.has("config.json"):
+    if teacher.config is not None:  # a GGUF file's metadata
+        model_type = str(teacher.config.get("model_type"))
+    elif teacher.folder.has("config.json"):
         try:
             config = json.loads(teacher.folder.read_small("config.json"))
         except (ValueError, RecursionError, WselError):  # an unreadable config: reported as none
@@ -156,6 +159,13 @@ def _teacher_summary(teacher: CheckpointIndex) -> dict[str, Any]:
         "bytes": teacher.total_bytes,
         "layer_groups": [{"group": g, "layers": len(groups[g])} for g in sorted(groups)],
     }
+    if teacher.format != "safetensors":
+        summary["format"] = teacher.format
+        if teacher.key is not None:
+            summary["key"] = teacher.key
+        quantized = Counter(t.stored.quant for t in teacher.tensors.values() if t.stored and t.stored.quant)
+        if quantized:  # GGML block types, decoded to float32 when read
+            summary["quantized"] = dict(sorted(quantized.items()))
     remote = teacher.folder.describe()
     if remote is not None:  # a Hub repo (repo, revision, commit, subfolder, endpoint) or a URL's folder
         summary["remote"] = remote

@@ -44,6 +44,12 @@ def verify(teacher: CheckpointIndex, student: CheckpointIndex, block_bytes: int 
             result.mismatches.append(
                 f"teacher file {recorded['file']}: not the file the student was made from (header fingerprint differs)"
             )
+    recorded_key = record.get("teacher_key")
+    if recorded_key is not None and recorded_key != teacher.key:
+        result.mismatches.append(
+            f"the student was made from the teacher's state dict {recorded_key!r}, not "
+            f"{'the top level' if teacher.key is None else repr(teacher.key)}; pass --teacher-key {recorded_key}"
+        )
     axes = {name: Selection.from_dict(sel) for name, sel in record["axes"].items()}
     tensors: dict[str, dict[str, Any]] = record["tensors"]
     for name in sorted(set(student.tensors) - set(tensors)):

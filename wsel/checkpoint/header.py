@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wsel.checkpoint.dtypes import DTYPES, byte_length
-from wsel.checkpoint.sniff import refusal, sniff
+from wsel.checkpoint.sniff import Kind, refusal, sniff
 from wsel.errors import CheckpointError
 from wsel.sources.base import Source
 from wsel.sources.local import LocalFile
@@ -37,8 +37,28 @@ TENSOR_KEYS = ("dtype", "shape", "data_offsets")
 
 
 @dataclass(frozen=True, slots=True)
+class Stored:
+    """How a tensor's bytes lie in its file when they are not its elements in C order, as they always are in
+    safetensors: a PyTorch view (strides) or a GGUF tensor (quantized blocks, llama.cpp's q/k row order).
+
+    The file holds one C-contiguous array of `shape` from `TensorInfo.start`; the tensor is a window of it,
+    its dims in another order, its dim-0 indices possibly mapped, its values possibly encoded.
+    """
+
+    shape: tuple[int, ...]  # the stored array, in storage order
+    order: tuple[int, ...]  # order[d]: the stored dim holding the tensor's dim d (a permutation); the tensor's
+    # dim d is indices [0, TensorInfo.shape[d]) of it
+    quant: str | None = None  # a GGML block type ("Q4_1", ...): the stored last dim (in elements) is encoded
+    # in blocks, whole rows only, and decodes to float32; None: elements of `TensorInfo.dtype`
+    rows: tuple[int, ...] | None = None  # rows[i]: the stored index of the tensor's dim-0 index i
+    offset: float | None = None  # added to every decoded value (in float32): GGUF's Gemma norms are stored + 1
+    dtype: str | None = None  # the stored elements' dtype when `offset` changes them (the tensor's is then F32)
+
+
+@dataclass(frozen=True, slots=True)
 class TensorInfo:
-    """One tensor of a checkpoint, as its header describes it. `start`/`end` are absolute file offsets."""
+    """One tensor of a checkpoint, as its header describes it. `start`/`end` are absolute file offsets: of
+    its C-order bytes, or (with `stored`) of the stored array that holds it."""
 
     name: str
     dtype: str
@@ -46,6 +66,7 @@ class TensorInfo:
     file: Source
     start: int
     end: int
+    stored: Stored | None = None  # None: the bytes from start to end are the tensor's elements in C order
 
     @property
     def numel(self) -> int:
@@ -53,18 +74,32 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        return self.end - self.start
+        """The tensor's bytes (as `dtype`, which for a stored tensor may differ from what the file holds)."""
+        return self.end - self.start if self.stored is None else byte_length(self.dtype, self.numel)
 
 
 @dataclass(frozen=True)
 class Header:
-    """A parsed, validated safetensors header: tensors in file order, metadata, file size."""
+    """A parsed, validated header: tensors in file order, metadata, file size. For a safetensors file its JSON
+    header; for another format (`wsel.checkpoint.formats`) what stands for it."""
 
     source: Source
     tensors: tuple[TensorInfo, ...]
     metadata: dict[str, str]
-    header_bytes: bytes  # the raw JSON, kept for fingerprints
+    header_bytes: bytes  # the raw JSON (another format: its tensor table), kept for fingerprints
     file_size: int
+    format: str = "safetensors"  # or "pytorch", "gguf"
+    key: str | None = None  # a PyTorch checkpoint's state dict, when it is nested ("model", "state_dict", ...)
+    config: dict[str, Any] | None = None  # a Hugging Face config.json the file carries (GGUF metadata)
+    notes: tuple[str, ...] = ()  # what the file holds that wsel leaves out (GGUF: RoPE factor tensors), a line each
+
+
+class OtherFormat(CheckpointError):
+    """A file whose first bytes say another format than safetensors (`sniff.Kind`)."""
+
+    def __init__(self, message: str, kind: Kind) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class _Object(dict[str, Any]):
@@ -102,12 +137,12 @@ def read_header(file: Source | str | os.PathLike[str]) -> Header:
 
     with source.open() as handle:
         file_size = handle.size
-        if file_size < 8:
-            raise fail(f"file is {file_size} bytes, too short for a safetensors header (truncated?)")
         head = handle.read(0, min(file_size, max(8, handle.first_read_bytes)))
         kind = sniff(head)
-        if kind is not None:  # another format under a safetensors name: say which, not a nonsense length
-            raise fail(refusal(str(source), kind))
+        if kind is not None:  # another format: say which, not a nonsense length (`formats` reads some)
+            raise OtherFormat(f"{source}: {refusal(str(source), kind)}", kind)
+        if file_size < 8:
+            raise fail(f"file is {file_size} bytes, too short for a safetensors header (truncated?)")
         (header_len,) = struct.unpack("<Q", head[:8])
         if header_len > MAX_HEADER_BYTES:
             raise fail(f"header length {header_len} exceeds the {MAX_HEADER_BYTES} byte limit")

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeGuard
 
+from wsel.checkpoint.formats import PICKLE_SUFFIXES, read_file
 from wsel.checkpoint.header import (
     MAX_NAME_BYTES,
     MAX_TENSORS,
     Header,
     TensorInfo,
     name_problem,
-    read_header,
     short_repr,
 )
-from wsel.checkpoint.sniff import refusal, sniff
 from wsel.errors import CheckpointError
 from wsel.sources import DEFAULT_CONNECTIONS
 from wsel.sources.base import Folder, Source, Traffic
@@ -31,8 +30,8 @@ from wsel.sources.local import LocalFolder
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-OTHER_FORMATS = (*PICKLE_SUFFIXES, ".gguf")  # checkpoints of other formats, named so; refused with the way forward
+TORCH_SINGLE_FILE = "pytorch_model.bin"
+TORCH_INDEX_FILE = "pytorch_model.bin.index.json"
 MAX_SHARDS = 10_000  # files of one sharded checkpoint (README, "Limits"): each is a header read, a request remote
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # ORG/NAME, as the Hub names repos
 
@@ -48,6 +47,26 @@ class CheckpointIndex:
     index_metadata: dict[str, object]  # the index file's "metadata" (empty for a single file)
 
     @property
+    def format(self) -> str:
+        """ "safetensors", "pytorch" or "gguf" (the shards of a checkpoint share one: `_open_index`)."""
+        return self.headers[0].format if self.headers else "safetensors"
+
+    @property
+    def key(self) -> str | None:
+        """The nested state dict read from a PyTorch checkpoint (`--teacher-key`, or the only one there)."""
+        return self.headers[0].key if self.headers else None
+
+    @property
+    def notes(self) -> list[str]:
+        """What the files hold that wsel leaves out (a GGUF file's RoPE factors), one line each."""
+        return [f"{h.source.name}: {note}" for h in self.headers for note in h.notes]
+
+    @property
+    def config(self) -> dict[str, object] | None:
+        """The Hugging Face config.json the checkpoint file carries in itself (GGUF), if any."""
+        return self.headers[0].config if self.headers else None
+
+    @property
     def files(self) -> tuple[Source, ...]:
         return tuple(h.source for h in self.headers)
 
@@ -60,10 +79,14 @@ class CheckpointIndex:
         return self.folder.traffic()
 
 
-def open_checkpoint(location: str | os.PathLike[str], connections: int = DEFAULT_CONNECTIONS) -> CheckpointIndex:
-    """Open a .safetensors file, a Hugging Face folder, or a model.safetensors.index.json: local, or remote
-    (`hf://org/name[@revision][/subfolder]`, or an `http(s)://` URL of a .safetensors or index file; a bare
-    `org/name` that is no local path is the Hub repo). `connections`: requests in flight for a remote one."""
+def open_checkpoint(
+    location: str | os.PathLike[str], connections: int = DEFAULT_CONNECTIONS, key: str | None = None
+) -> CheckpointIndex:
+    """Open a checkpoint file (safetensors, a PyTorch zip archive, GGUF), a Hugging Face folder, or an index
+    (model.safetensors.index.json, pytorch_model.bin.index.json): local, or remote (`hf://org/name[@revision]
+    [/subfolder]`, or an `http(s)://` URL of a checkpoint or index file; a bare `org/name` that is no local
+    path is the Hub repo). `connections`: requests in flight for a remote one. `key`: the nested state dict
+    of a PyTorch checkpoint that holds several (`--teacher-key`)."""
     text = os.fspath(location)
     shown = text
     if _HUB_NAME.match(text) and not os.path.lexists(text):
@@ -73,47 +96,53 @@ def open_checkpoint(location: str | os.PathLike[str], connections: int = DEFAULT
         from wsel.sources.remote import open_remote  # deferred: local runs never load an HTTP client
 
         folder, name = open_remote(text, connections)
-        return open_in_folder(folder, name, shown)
-    return _open_local(Path(text))
+        return open_in_folder(folder, name, shown, key)
+    return _open_local(Path(text), key)
 
 
-def _open_local(path: Path) -> CheckpointIndex:
+def _open_local(path: Path, key: str | None) -> CheckpointIndex:
     try:
         os.stat(path)
     except OSError as e:  # missing, or a symlink loop (ELOOP), ...
         problem = "no such file or directory" if e.errno == errno.ENOENT else (e.strerror or str(e))
         raise CheckpointError(f"{path}: {problem}") from None
     if path.is_dir():
-        return open_in_folder(LocalFolder(path), None, str(path))
-    if path.suffix in OTHER_FORMATS:
-        raise CheckpointError(f"{path}: {_refusal(LocalFolder(path.parent), path.name)}")
-    return open_in_folder(LocalFolder(path.parent), path.name, str(path))
+        return open_in_folder(LocalFolder(path), None, str(path), key)
+    return open_in_folder(LocalFolder(path.parent), path.name, str(path), key)
 
 
-def open_in_folder(folder: Folder, name: str | None, shown_as: str) -> CheckpointIndex:
-    """The checkpoint that is the file `name` of `folder` (a .safetensors file or an index), or, with no
-    name, the checkpoint the folder holds: its index, else model.safetensors, else its one .safetensors."""
+def open_in_folder(folder: Folder, name: str | None, shown_as: str, key: str | None = None) -> CheckpointIndex:
+    """The checkpoint that is the file `name` of `folder` (a checkpoint file or an index), or, with no name,
+    the checkpoint the folder holds: safetensors first (its index, else model.safetensors, else its one
+    .safetensors file), then a PyTorch checkpoint (pytorch_model.bin.index.json, pytorch_model.bin, its one
+    .bin/.pt/.pth file), then its one .gguf file."""
     if name is not None:
         if name.endswith(".index.json"):
-            return _open_index(folder, name, shown_as)
-        return _open_single(folder.source(name), folder, shown_as)
-    if folder.has(INDEX_FILE):
-        return _open_index(folder, INDEX_FILE, shown_as)
-    if folder.has(SINGLE_FILE):
-        return _open_single(folder.source(SINGLE_FILE), folder, shown_as)
-    names = folder.names() or []
-    found = [n for n in names if n.endswith(".safetensors")]
+            return _open_index(folder, name, shown_as, key)
+        return _open_single(folder.source(name), folder, shown_as, key)
+    for index_name, single_name in ((INDEX_FILE, SINGLE_FILE), (TORCH_INDEX_FILE, TORCH_SINGLE_FILE)):
+        if folder.has(index_name):
+            return _open_index(folder, index_name, shown_as, key)
+        if folder.has(single_name):
+            return _open_single(folder.source(single_name), folder, shown_as, key)
+        names = folder.names() or []
+        suffixes = (".safetensors",) if index_name == INDEX_FILE else PICKLE_SUFFIXES
+        found = [n for n in names if n.endswith(suffixes)]
+        if len(found) == 1:
+            return _open_single(folder.source(found[0]), folder, shown_as, key)
+        if found:
+            raise CheckpointError(
+                f"{shown_as}: folder has {len(found)} {'/'.join(suffixes)} files ({_some(found)}) "
+                f"but no {index_name}; name the file or add {index_name}"
+            )
+    found = [n for n in folder.names() or [] if n.endswith(".gguf")]
     if len(found) == 1:
-        return _open_single(folder.source(found[0]), folder, shown_as)
-    others = [n for n in names if Path(n).suffix in OTHER_FORMATS]
-    if others and not found:
-        more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
-        raise CheckpointError(
-            f"{shown_as}: folder has no .safetensors file, only {others[0]}{more}: {folder.where(others[0])}: "
-            + _refusal(folder, others[0])
-        )
-    what = f"{len(found)} .safetensors files but no {INDEX_FILE}" if found else "no .safetensors file"
-    raise CheckpointError(f"{shown_as}: folder has {what}; name the file or add {INDEX_FILE}")
+        return _open_single(folder.source(found[0]), folder, shown_as, key)
+    if found:
+        raise CheckpointError(f"{shown_as}: folder has {len(found)} .gguf files ({_some(found)}); name the file")
+    raise CheckpointError(
+        f"{shown_as}: no checkpoint file (.safetensors, .bin, .pt, .pth, .gguf) or index in the folder"
+    )
 
 
 def _is_file_name(shard: object) -> TypeGuard[str]:
@@ -127,19 +156,16 @@ def _is_file_name(shard: object) -> TypeGuard[str]:
     )
 
 
-def _refusal(folder: Folder, name: str) -> str:
-    """Why a file of another format is refused, by what its first bytes say (never by unpickling it)."""
-    with folder.source(name).open() as handle:
-        kind = sniff(handle.read(0, min(handle.size, 8)))
-    return refusal(folder.where(name), kind or "other")
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def _open_single(file: Source, folder: Folder, shown_as: str) -> CheckpointIndex:
-    header = read_header(file)
+def _open_single(file: Source, folder: Folder, shown_as: str, key: str | None) -> CheckpointIndex:
+    header = read_file(file, key)
     return CheckpointIndex(shown_as, folder, (header,), {t.name: t for t in header.tensors}, {})
 
 
-def _open_index(folder: Folder, index_name: str, shown_as: str) -> CheckpointIndex:
+def _open_index(folder: Folder, index_name: str, shown_as: str, key: str | None) -> CheckpointIndex:
     where = folder.where(index_name)
 
     def fail(problem: str) -> CheckpointError:
@@ -166,12 +192,14 @@ def _open_index(folder: Folder, index_name: str, shown_as: str) -> CheckpointInd
     if len(shard_names) > MAX_SHARDS:
         raise fail(f"weight_map names {len(shard_names)} shard files, more than wsel's limit of {MAX_SHARDS}")
 
-    headers = []
+    headers: list[Header] = []
     tensors: dict[str, TensorInfo] = {}
     for shard in shard_names:
         if not folder.has(shard):
             raise fail(f"shard {shard} is listed but {folder.where(shard)} is not a file")
-        header = read_header(folder.source(shard))
+        header = read_file(folder.source(shard), key)
+        if header.format != (headers[0].format if headers else header.format):
+            raise fail(f"shard {shard} is {header.format} but {headers[0].source.name} is {headers[0].format}")
         headers.append(header)
         for t in header.tensors:
             listed = weight_map.get(t.name)

@@ -24,6 +24,7 @@ import numpy as np
 
 from wsel.checkpoint.dtypes import element_size
 from wsel.checkpoint.header import TensorInfo
+from wsel.checkpoint.stored import stored_read
 from wsel.errors import CheckpointError
 from wsel.select import Selection
 from wsel.sources.base import Handle, Source
@@ -109,7 +110,12 @@ class TensorReader:
         return self._read_into(file, [(offset, length)]).tobytes()
 
     def iter_selected(self, info: TensorInfo, selections: Sequence[Selection]) -> Iterator[Chunk]:
-        """The selected sub-tensor of `info`, as C-order byte chunks of at most about one block."""
+        """The selected sub-tensor of `info`, as C-order byte chunks of at most about one block (a tensor stored
+        in another order comes as one chunk: see `wsel.checkpoint.stored`)."""
+        if info.stored is not None:
+            read = stored_read(info, selections)
+            yield from read.finish(self.iter_selected(read.plain, read.selections))
+            return
         for block in _blocks(info, selections, self.block_bytes):
             data = self._read_into(info.file, block.ranges)
             if block.pick is None:
@@ -125,6 +131,9 @@ def read_ranges(
     info: TensorInfo, selections: Sequence[Selection], block_bytes: int = DEFAULT_BLOCK_BYTES
 ) -> Iterator[tuple[int, int]]:
     """The (offset, length) reads that `iter_selected` makes for this tensor, in order."""
+    if info.stored is not None:
+        read = stored_read(info, selections)
+        info, selections = read.plain, read.selections
     for block in _blocks(info, selections, block_bytes):
         yield from block.ranges
 

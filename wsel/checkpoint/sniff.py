@@ -1,6 +1,6 @@
-"""What a file is, from its first bytes, before its name is believed: a refusal names the format and the way
-forward (a conversion command that works, tested) instead of misreading a GGUF header length or calling
-every `.bin` a pickle."""
+"""What a file is, from its first bytes, before its name is believed: GGUF and PyTorch files are read as such
+(`formats`), never misread as a safetensors header length; a `.bin` of another runtime is named so; a PyTorch
+file wsel cannot read by ranges gets a conversion command that works (tested)."""
 
 from __future__ import annotations
 
@@ -20,19 +20,6 @@ PICKLE_FIX = (
     "save_file({k: v.contiguous().clone() for k, v in sd.items() if isinstance(v, torch.Tensor)}, sys.argv[2], "
     "metadata={'format': 'pt'})\""
 )
-# Dequantizes a GGUF file with transformers' GGUF loader and writes a Hugging Face folder (model.safetensors
-# with every tensor under its own name, tied ones too, and config.json without the GGUF quantization) that
-# wsel reads. (transformers refuses save_pretrained for a model loaded from GGUF.)
-GGUF_FIX = (
-    'python -c "import sys, os, json; from transformers import AutoModelForCausalLM; '
-    "from safetensors.torch import save_file; f = os.path.abspath(sys.argv[1]); "
-    "m = AutoModelForCausalLM.from_pretrained(os.path.dirname(f), gguf_file=os.path.basename(f)); "
-    "os.makedirs(sys.argv[2], exist_ok=True); "
-    "save_file({k: v.contiguous().clone() for k, v in m.state_dict().items()}, "
-    "os.path.join(sys.argv[2], 'model.safetensors'), metadata={'format': 'pt'}); "
-    "c = m.config.to_dict(); c.pop('quantization_config', None); "
-    "json.dump(c, open(os.path.join(sys.argv[2], 'config.json'), 'w'), indent=2)\""
-)
 
 
 def sniff(head: bytes) -> Kind | None:
@@ -45,24 +32,23 @@ def sniff(head: bytes) -> Kind | None:
 
 
 def refusal(where: str, kind: Kind) -> str:
-    """The message (after `where: `) refusing a file of this kind, with the way forward."""
-    path = PurePath(where)
+    """The message (after `where: `) for a file of this kind that is read as another, or not at all."""
     if kind == "gguf":
-        out = path.with_name(path.stem + "-hf")
-        return (
-            "a GGUF file (llama.cpp, Ollama), not safetensors; convert it once to a Hugging Face folder "
-            f"(pip install gguf accelerate): {GGUF_FIX} {shlex.quote(where)} {shlex.quote(str(out))}"
-        )
+        return "a GGUF file (llama.cpp, Ollama)"
     if kind == "torch":
-        hf_name = path.name.startswith("pytorch_model")  # a Hugging Face folder's: the name it would have
-        target = path.with_name("model.safetensors") if hf_name else path.with_suffix(".safetensors")
-        if target == path:  # a pickle under a .safetensors name: never convert a file onto itself
-            target = path.with_name(path.stem + ".converted.safetensors")
-        return (
-            "a PyTorch pickle checkpoint: not loaded, since unpickling can run code; convert it once, in an "
-            f"environment you trust: {PICKLE_FIX} {shlex.quote(where)} {shlex.quote(str(target))}"
-        )
+        return "a PyTorch checkpoint"
     return (
-        "neither safetensors nor a PyTorch checkpoint (a CTranslate2 or other runtime's model.bin?); "
-        "give wsel the original model's safetensors checkpoint"
+        "neither safetensors, a PyTorch checkpoint nor GGUF (a CTranslate2 or other runtime's model.bin?); "
+        "give wsel the original model's checkpoint"
     )
+
+
+def conversion(where: str) -> str:
+    """The way forward for a PyTorch file wsel cannot read by byte ranges (legacy, compressed, big-endian): a
+    command, run as printed in tests, that writes a safetensors file beside it."""
+    path = PurePath(where)
+    hf_name = path.name.startswith("pytorch_model")  # a Hugging Face folder's: the name it would have
+    target = path.with_name("model.safetensors") if hf_name else path.with_suffix(".safetensors")
+    if target == path:  # a pickle under a .safetensors name: never convert a file onto itself
+        target = path.with_name(path.stem + ".converted.safetensors")
+    return f"convert it once, in an environment you trust: {PICKLE_FIX} {shlex.quote(where)} {shlex.quote(str(target))}"

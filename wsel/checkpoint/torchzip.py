@@ -21,7 +21,7 @@ from typing import Any
 from wsel.checkpoint import unpickle
 from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.header import MAX_TENSORS, Stored, TensorInfo, name_problem, short_repr
-from wsel.checkpoint.sniff import refusal, sniff
+from wsel.checkpoint.sniff import conversion, refusal, sniff
 from wsel.errors import CheckpointError
 from wsel.sources.base import MAX_SMALL_FILE_BYTES, Handle, Source
 
@@ -97,7 +97,7 @@ class _Archive:
         if compressed is not None:
             raise self.fail(
                 f"entry {compressed.name!r} is compressed (zip method {compressed.method}), and wsel reads tensors "
-                "by byte ranges; " + _convert(where)
+                "by byte ranges; " + conversion(where)
             )
         self.data_pkl = self._entry(f"{self.prefix}/data.pkl", "is a zip archive but not a torch.save checkpoint")
         byteorder = self.entries.get(f"{self.prefix}/byteorder")  # absent before torch 1.10: little-endian
@@ -107,7 +107,7 @@ class _Archive:
             if order == b"big":
                 raise self.fail(
                     "was saved on a big-endian machine (byteorder 'big'); wsel reads little-endian checkpoints; "
-                    + _convert(where)
+                    + conversion(where)
                 )
             if order != b"little":
                 raise self.fail(f"has a byteorder entry of {short_repr(order)}, expected 'little'")
@@ -166,10 +166,10 @@ class _Archive:
         kind = sniff(head + self.handle.read(len(head), min(self.handle.size, 8) - len(head)))
         if kind == "torch":
             return self.fail(
-                f"the legacy PyTorch format (not a zip archive), which wsel does not read; {_convert(self.where)}"
+                f"the legacy PyTorch format (not a zip archive), which wsel does not read; {conversion(self.where)}"
             )
         if kind == "gguf":
-            return self.fail(refusal(self.where, "gguf"))
+            return self.fail(refusal(self.where, "gguf") + ", not a PyTorch checkpoint")
         return self.fail("is not a PyTorch zip checkpoint (it does not start as a zip archive)")
 
     def _entries(self, directory: bytes, count: int, cd_at: int) -> dict[str, _Entry]:
@@ -451,10 +451,3 @@ def _quote(text: str) -> str:
     """A key from the file, in double quotes, one line (control characters escaped), at most 200 characters."""
     quoted = json.dumps(text if len(text) <= 200 else text[:200] + "...", ensure_ascii=False)
     return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
-
-
-def _convert(where: str) -> str:
-    """The way forward for a PyTorch file wsel does not read: sniff's tested conversion command."""
-    message = refusal(where, "torch")
-    _, found, rest = message.partition("convert it once")
-    return found + rest if found else message
