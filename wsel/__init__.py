@@ -1,7 +1,8 @@
 """wsel: weight selection from a large pretrained checkpoint into a smaller student, streaming.
 
 The public API (see README.md, "Python API"): `open_teacher`, `build_plan`, `write_student`,
-`verify_student`, `plan_report`, `teacher_report`, `read_schedule`, the types they take and return, and
+`verify_student`, `plan_report`, `teacher_report`, `read_schedule`, `select_into`,
+`select_state_dict`, the types they take and return, and
 the errors they raise. Names are imported on first use, so `import wsel` (and `wsel --version`) stays fast.
 """
 
@@ -24,6 +25,11 @@ _EXPORTS = {
     "plan_report": "wsel.api",
     "teacher_report": "wsel.api",
     "read_schedule": "wsel.api",
+    "select_into": "wsel.api",
+    "select_state_dict": "wsel.api",
+    "search_students": "wsel.api",
+    "StudentSearch": "wsel.plan.search",
+    "Candidate": "wsel.plan.search",
     "CheckpointIndex": "wsel.checkpoint.index",
     "TensorInfo": "wsel.checkpoint.header",
     "PlanOptions": "wsel.options",
@@ -54,6 +60,11 @@ __all__ = [
     "plan_report",
     "teacher_report",
     "read_schedule",
+    "select_into",
+    "select_state_dict",
+    "search_students",
+    "StudentSearch",
+    "Candidate",
     "CheckpointIndex",
     "TensorInfo",
     "PlanOptions",
@@ -82,6 +93,9 @@ if TYPE_CHECKING:
         open_teacher,
         plan_report,
         read_schedule,
+        select_into,
+        select_state_dict,
+        search_students,
         teacher_report,
         verify_student,
         write_student,
@@ -92,6 +106,7 @@ if TYPE_CHECKING:
     from wsel.layers import LayerMap
     from wsel.options import LayerList, PlanOptions
     from wsel.plan.model import ExcludedTensor, Plan, WrittenTensor
+    from wsel.plan.search import Candidate, StudentSearch
     from wsel.select import Selection
     from wsel.spec import ConfigStudent, StudentTensor, TensorListStudent
     from wsel.stats import Stats

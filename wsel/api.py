@@ -13,23 +13,30 @@ Every function raises a `wsel.WselError` subclass with a one-line message for ba
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsel.checkpoint.index import CheckpointIndex, open_checkpoint
 from wsel.checkpoint.output import DEFAULT_MAX_SHARD_SIZE
 from wsel.checkpoint.reader import Read
-from wsel.errors import SpecError
+from wsel.errors import PlanError, SpecError
 from wsel.hfconfig import load_config, parse_config, parse_set
 from wsel.hffolder import CONFIG_FILE, TeacherConfig, companion_files
 from wsel.options import PlanOptions
 from wsel.plan.dispatch import make_plan
 from wsel.plan.model import Plan
+from wsel.plan.search import StudentSearch
 from wsel.sources import DEFAULT_CONNECTIONS
 from wsel.spec import TensorListStudent, load_spec, student_from_config
 from wsel.stats import ProgressCallback, Stats
 from wsel.verify import VerifyResult
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from wsel.into import PlanFrom
 
 PathArg = str | os.PathLike[str]
 Checkpoint = PathArg | CheckpointIndex  # a path, or a checkpoint already opened
@@ -81,6 +88,54 @@ def build_plan(
     t_config = TeacherConfig(*_teacher_config(index, teacher_config), companion_files(index.folder))
     overrides = list(sets.items()) if isinstance(sets, Mapping) else [parse_set(s) for s in sets]
     return make_plan(index, student_from_config(given, t_config, overrides), options)
+
+
+def search_students(
+    teacher: Checkpoint,
+    target: str | int,
+    *,
+    sets: Iterable[str] | Mapping[str, Any] = (),
+    teacher_config: PathArg | None = None,
+    options: PlanOptions | None = None,
+    multiple_of: int = 64,
+    count: int = 5,
+) -> StudentSearch:
+    """The `count` best student shapes near a parameter budget (`target`: `1.5B`, `500M`, `25%` of the
+    teacher's, or a count), by the rule in README.md ("Choosing the student by a budget"); sizes in `sets` are
+    kept, the free ones searched. Each candidate is planned as `build_plan` would plan it, and counted
+    exactly. Use one: `build_plan(teacher, sets={**sets, **search.candidates[0].sets})`."""
+    from wsel.arch import for_model_type, supported_model_types
+    from wsel.hfconfig import read_sizes
+    from wsel.plan.search import parameters, parse_budget, search, settable_keys
+
+    index = teacher if isinstance(teacher, CheckpointIndex) else open_checkpoint(teacher)
+    options = options or PlanOptions()
+    if multiple_of < 1:
+        raise PlanError(f"--multiple-of {multiple_of}: expected a positive width step such as 64")
+    t_config = TeacherConfig(*_teacher_config(index, teacher_config), companion_files(index.folder))
+    model_type = t_config.config.get("model_type")
+    arch = for_model_type(model_type) if isinstance(model_type, str) else None
+    if arch is None:
+        raise PlanError(
+            f"{t_config.source}: --target-params needs architecture data, and model_type {model_type!r} has none "
+            f"(it covers {', '.join(supported_model_types())}); give the student's sizes with --set instead"
+        )
+    overrides = list(sets.items()) if isinstance(sets, Mapping) else [parse_set(s) for s in sets]
+
+    def plan_for(sizes: dict[str, int]) -> Plan:
+        return make_plan(index, student_from_config(None, t_config, [*overrides, *sizes.items()]), options)
+
+    keys = settable_keys(arch.sizes)
+    teacher_sizes = read_sizes(arch.sizes, t_config.config, t_config.source)
+    fixed = {axis: value for axis, key in keys.items() for k, value in overrides if k == key}
+    for axis, value in fixed.items():
+        if type(value) is not int or value < 1:
+            raise PlanError(f"--set {keys[axis]}={value!r}: expected a whole number of at least 1")
+    teacher_parameters = parameters(plan_for({}))
+    budget = parse_budget(str(target), teacher_parameters)
+    head_dim_settable = "head_dim" in keys
+    return search(plan_for, keys, teacher_sizes, fixed, budget, teacher_parameters, multiple_of, head_dim_settable,
+                  count)  # fmt: skip
 
 
 def _teacher_config(teacher: CheckpointIndex, path: PathArg | None) -> tuple[dict[str, Any], str]:
@@ -150,3 +205,53 @@ def read_schedule(plan: Plan) -> list[Read]:
     from wsel import execute
 
     return list(execute.read_schedule(plan))
+
+
+def select_into(
+    model: nn.Module,
+    teacher: Checkpoint,
+    *,
+    plan_from: PlanFrom = "auto",
+    teacher_config: PathArg | None = None,
+    on_progress: ProgressCallback | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Fill `model`'s parameters and persistent buffers (its `state_dict()`: the student) with their selection
+    of `teacher`, streaming into the model's own storage; no file is written. Returns the report: the
+    `plan_report` document plus `module`, `selected`, `copied`, `left_to_init`, `tied`, `cast` and
+    `provenance` (README.md, "Students that are model objects").
+
+    `options` are `PlanOptions`' fields (`exclude=["lm_head.weight"]`, `layers="uniform"`, ...). The model is
+    planned from its Hugging Face config (`model.config`) when it has one and the teacher has a config.json
+    (`plan_from="auto"`; `"config"` insists), as `wsel init --student-config` plans it; otherwise
+    (`"state_dict"`) from its tensor names and shapes, as a shape manifest is. Each tensor gets its own
+    dtype. A meta-device model is materialized on the CPU and what is not selected is initialized by the
+    model's `init_weights()` (else `reset_parameters()`); without either it is refused, unchanged."""
+    from wsel import into
+
+    index = teacher if isinstance(teacher, CheckpointIndex) else open_checkpoint(teacher)
+    plan_options = PlanOptions(**options)
+
+    def config() -> TeacherConfig | None:
+        if teacher_config is None and index.config is None and not index.folder.has(CONFIG_FILE):
+            return None
+        return TeacherConfig(*_teacher_config(index, teacher_config))
+
+    return into.select_into(model, index, plan_options, plan_from, config, on_progress)
+
+
+def select_state_dict(
+    teacher: Checkpoint,
+    shapes: Mapping[str, Sequence[int] | torch.Tensor],
+    *,
+    on_progress: ProgressCallback | None = None,
+    **options: Any,
+) -> dict[str, torch.Tensor]:
+    """The selected tensors of a student given as `{name: shape}`, or as a model's `state_dict()` (each tensor
+    then gives its shape and dtype), as new CPU tensors, for callers who load them their own way. Planned as a
+    shape manifest is; `options` are `PlanOptions`' fields. Excluded names are left out; names sharing a
+    storage in a state_dict share one tensor. Streams: memory holds the result and one block."""
+    from wsel import into
+
+    index = teacher if isinstance(teacher, CheckpointIndex) else open_checkpoint(teacher)
+    return into.select_state_dict(index, shapes, PlanOptions(**options), on_progress)

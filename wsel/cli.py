@@ -32,6 +32,7 @@ from wsel.sources import DEFAULT_CONNECTIONS
 if TYPE_CHECKING:
     from wsel.checkpoint.index import CheckpointIndex
     from wsel.plan.model import Plan
+    from wsel.plan.search import StudentSearch
 
 
 TEACHER_HELP = (
@@ -66,6 +67,8 @@ class StudentArgs:
     sets: tuple[str, ...]
     teacher_config: Path | None
     options: PlanOptions
+    target_params: str | None = None  # a budget: the student's free sizes are searched (`wsel.search_students`)
+    multiple_of: int = 64
 
 
 def _student_options(f: Any) -> Any:
@@ -83,12 +86,17 @@ def _student_options(f: Any) -> Any:
         seed: int,
         rescale: bool,
         exclude: tuple[str, ...],
+        target_params: str | None,
+        multiple_of: int,
         **kwargs: Any,
     ) -> Any:
         options = PlanOptions(
             parse_layer_strategy(layers), elements, exclude=exclude, attention=attention, seed=seed, rescale=rescale
         )
-        return f(*args, student=StudentArgs(student_config, sets, teacher_config, options), **kwargs)
+        if target_params is not None and student_config is not None:
+            raise click.UsageError("--target-params searches the teacher's config.json; leave out --student-config")
+        student = StudentArgs(student_config, sets, teacher_config, options, target_params, multiple_of)
+        return f(*args, student=student, **kwargs)
 
     options = [
         click.option("--student-config", "-s", help=STUDENT_HELP),
@@ -99,6 +107,19 @@ def _student_options(f: Any) -> Any:
             metavar="KEY=VALUE",
             help="Override a key of the student's config.json (repeatable); without --student-config the student "
             "is the teacher's config with these overrides, e.g. --set num_hidden_layers=16.",
+        ),
+        click.option(
+            "--target-params",
+            metavar="BUDGET",
+            help="Search the student's sizes for this many parameters (1.5B, 500M, 25%% of the teacher's): keeps "
+            "head_dim, the GQA group and the MLP ratio; --set fixes sizes; init uses the first candidate.",
+        ),
+        click.option(
+            "--multiple-of",
+            type=click.IntRange(min=1),
+            default=64,
+            show_default=True,
+            help="With --target-params: hidden and intermediate sizes are multiples of this.",
         ),
         click.option(
             "--teacher-config",
@@ -238,7 +259,7 @@ def init(
     console = make_console(quiet)
     with _errors_exit():
         options = replace(student.options, dtype=CAST_TARGETS[dtype] if dtype else None)
-        plan = _plan(teacher.open(), student, options)
+        plan, search = _plan(teacher.open(), student, options)
         if report_file is not None:
             _check_writable(report_file)  # before the run: a failed report must not follow a written checkpoint
         planned = sum(length for _, _, length in wsel.read_schedule(plan))  # teacher bytes the run reads
@@ -248,7 +269,8 @@ def init(
             stats = wsel.write_student(
                 plan, output, force=force, max_shard_size=max_shard_size, on_progress=on_progress
             )
-        _emit(console, wsel.plan_report(plan, stats, "init"), as_json, report_file, render.render, render.markdown)
+        doc = _with_search(wsel.plan_report(plan, stats, "init"), search)
+        _emit(console, doc, as_json, report_file, render.render, render.markdown)
 
 
 @cli.command()
@@ -266,13 +288,14 @@ def inspect(
     console = make_console(quiet)
     with _errors_exit():
         index = teacher.open()
-        if student.config is None and not student.sets:
+        if student.config is None and not student.sets and student.target_params is None:
             doc = wsel.teacher_report(index)
             show = functools.partial(render.render_teacher, unfold=unfold)
             _emit(console, doc, as_json, report_file, show, functools.partial(render.markdown_teacher, unfold=unfold))
             return
-        plan = _plan(index, student, student.options)
-        _emit(console, wsel.plan_report(plan, None, "inspect"), as_json, report_file, render.render, render.markdown)
+        plan, search = _plan(index, student, student.options)
+        doc = _with_search(wsel.plan_report(plan, None, "inspect"), search)
+        _emit(console, doc, as_json, report_file, render.render, render.markdown)
 
 
 @cli.command()
@@ -322,10 +345,22 @@ def report_json(doc: dict[str, Any]) -> str:
     return dumps(doc)
 
 
-def _plan(teacher: CheckpointIndex, student: StudentArgs, options: PlanOptions) -> Plan:
-    return wsel.build_plan(
-        teacher, student.config, sets=student.sets, teacher_config=student.teacher_config, options=options
-    )
+def _plan(teacher: CheckpointIndex, student: StudentArgs, options: PlanOptions) -> tuple[Plan, StudentSearch | None]:
+    """The plan, and with --target-params the search whose first candidate it plans."""
+    sets, search = list(student.sets), None
+    if student.target_params is not None:
+        search = wsel.search_students(
+            teacher, student.target_params, sets=sets, teacher_config=student.teacher_config, options=options,
+            multiple_of=student.multiple_of,
+        )  # fmt: skip
+        sets += [f"{key}={value}" for key, value in search.candidates[0].sets.items()]
+    plan = wsel.build_plan(teacher, student.config, sets=sets, teacher_config=student.teacher_config, options=options)
+    return plan, search
+
+
+def _with_search(doc: dict[str, Any], search: StudentSearch | None) -> dict[str, Any]:
+    """The report, with the candidates of --target-params under `search` (the plan is the first one's)."""
+    return doc if search is None else {**doc, "search": search.to_dict()}
 
 
 def _emit(console: Any, doc: dict[str, Any], as_json: bool, report_file: Path | None, render: Any, md: Any) -> None:

@@ -102,7 +102,27 @@ def render(console: Console, report: dict[str, Any]) -> None:
         _print(console, f"layers {m['group']}: {m['picture']}  {m['summary']}")
     for warning in report["warnings"]:
         _print(console, f"warning: {warning}", "yellow")
+    if "search" in report:
+        _print_table(console, search_title(report["search"]), SEARCH_COLUMNS, search_rows(report["search"]))
+        if report["search"]["note"]:
+            _print(console, f"note: {report['search']['note']}", "yellow")
     _print(console, summary_line(report))
+
+
+SEARCH_COLUMNS = ("#", "layers", "hidden", "heads", "kv heads", "head_dim", "intermediate", "parameters", "share")
+
+
+def search_title(search: dict[str, Any]) -> str:
+    budget, teacher = human_count(search["budget"]), human_count(search["teacher_parameters"])
+    return f"--target-params {budget} of the teacher's {teacher}: candidates (the plan above is #1)"
+
+
+def search_rows(search: dict[str, Any]) -> list[list[str]]:
+    return [
+        [str(i), *(str(c.get(axis, "")) for axis in ("layers", "hidden", "heads", "kv_heads", "head_dim", "mlp")),
+         f"{c['parameters']:,}", f"{c['share']:.1%}"]
+        for i, c in enumerate(search["candidates"], start=1)
+    ]  # fmt: skip
 
 
 # A terminal table stops here (rich lays out every row before printing: 100,000 rows take minutes); the
@@ -251,6 +271,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"- {format_line(report['teacher'])}"] if "format" in report["teacher"] else []
     lines += [f"- layers `{m['group']}`: {m['summary']}" for m in report["layer_maps"]]
     lines += [f"- warning: {w}" for w in report["warnings"]]
+    if "search" in report:
+        lines += ["", f"## {search_title(report['search'])}", "", "| " + " | ".join(SEARCH_COLUMNS) + " |",
+                  "|" + "---|" * len(SEARCH_COLUMNS)]  # fmt: skip
+        lines += ["| " + " | ".join(row) + " |" for row in search_rows(report["search"])]
+        lines += [f"- note: {report['search']['note']}"] if report["search"]["note"] else []
     lines += ["", summary_line(report), ""]
     return "\n".join(printable(line) for line in lines)  # a name holding a newline stays on its row
 
