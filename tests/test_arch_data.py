@@ -23,9 +23,10 @@ LLAMA = json.loads((resources.files("wsel.arch") / "llama.json").read_text())
 
 def test_every_shipped_file_loads_and_claims_its_model_types() -> None:
     names = {a.name for a in all_architectures()}
-    assert names == {"bert", "gemma", "gpt2", "llama", "phi3", "qwen3", "vit"}
+    assert names == {"bert", "gemma", "gpt2", "gpt_neox", "llama", "olmo2", "opt", "phi3", "qwen3", "vit"}
     assert supported_model_types() == [
-        "bert", "gemma", "gemma2", "gemma3_text", "gpt2", "llama", "mistral", "phi3", "qwen2", "qwen3", "vit",
+        "bert", "gemma", "gemma2", "gemma3_text", "gpt2", "gpt_neox", "llama", "mistral", "olmo2", "opt", "phi3",
+        "qwen2", "qwen3", "vit",
     ]  # fmt: skip
     assert getattr(for_model_type("mistral"), "name", None) == "llama"
     assert for_model_type("mamba") is None
@@ -57,7 +58,7 @@ def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
         ),
         (
             {"tensors": {"{p}norm.weight": ["2*hidden"]}},
-            "tensors.{p}norm.weight: integer literals cannot be multiplied",
+            "tensors.{p}norm.weight: integer literals cannot start or end a product",
         ),
     ],
 )

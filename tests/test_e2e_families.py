@@ -48,6 +48,17 @@ GPT2 = dict(
     vocab_size=VOCAB, n_embd=64, n_inner=96, n_layer=4, n_head=8, n_positions=32, bos_token_id=0, eos_token_id=0
 )
 GPT2_STUDENT = dict(n_embd=32, n_inner=48, n_layer=2, n_head=4)
+# Pythia: 4 heads of 16 (partial rotary 0.25: 4 rotary dims per head); the student keeps whole heads.
+NEOX = dict(
+    vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+    max_position_embeddings=32,
+)  # fmt: skip
+NEOX_STUDENT = dict(num_hidden_layers=2, hidden_size=32, intermediate_size=48, num_attention_heads=2)
+OPT = dict(
+    vocab_size=VOCAB, hidden_size=64, ffn_dim=96, num_hidden_layers=4, num_attention_heads=8,
+    max_position_embeddings=32, word_embed_proj_dim=64,
+)  # fmt: skip
+OPT_STUDENT = dict(num_hidden_layers=2, hidden_size=32, ffn_dim=48, num_attention_heads=4, max_position_embeddings=16)
 
 # Files a Hugging Face folder carries beside the weights; wsel copies the teacher's as they are.
 COMPANIONS = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -95,6 +106,17 @@ FAMILIES = {
     "bert_mlm": Family(tf.BertConfig, tf.BertForMaskedLM, BERT, ENCODER_STUDENT, "file", "bert", "mlm"),
     "bert_model": Family(tf.BertConfig, tf.BertModel, BERT, ENCODER_STUDENT, "set", "bert", "base", True),
     "vit": Family(tf.ViTConfig, tf.ViTForImageClassification, VIT, ENCODER_STUDENT, "file", "vit", "vit"),
+    "gpt_neox": Family(tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM, NEOX, NEOX_STUDENT, "set", "gpt_neox", "lm", True),
+    "olmo2": Family(
+        tf.Olmo2Config,
+        tf.Olmo2ForCausalLM,
+        dict(DECODER, pad_token_id=1, bos_token_id=0, eos_token_id=2),
+        DECODER_STUDENT,
+        "file",
+        "olmo2",
+        "lm",
+    ),
+    "opt": Family(tf.OPTConfig, tf.OPTForCausalLM, OPT, OPT_STUDENT, "set", "opt", "lm"),
 }
 
 
@@ -211,6 +233,10 @@ def truncate(model: torch.nn.Module, name: str, n: int) -> None:
     """Keep the first n layers of a transformers model in place."""
     if name.startswith("bert"):
         model.bert.encoder.layer = model.bert.encoder.layer[:n]
+    elif name == "gpt_neox":
+        model.gpt_neox.layers = model.gpt_neox.layers[:n]
+    elif name == "opt":
+        model.model.decoder.layers = model.model.decoder.layers[:n]
     else:
         model.model.layers = model.model.layers[:n]
         if getattr(model.config, "layer_types", None):
@@ -218,7 +244,7 @@ def truncate(model: torch.nn.Module, name: str, n: int) -> None:
     model.config.num_hidden_layers = n
 
 
-@pytest.mark.parametrize("name", ["llama", "gemma2", "bert_mlm"])
+@pytest.mark.parametrize("name", ["llama", "gemma2", "bert_mlm", "gpt_neox", "olmo2", "opt"])
 def test_depth_only_student_equals_the_cut_teacher(tmp_path: Path, name: str) -> None:
     family = FAMILIES[name]
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
@@ -242,6 +268,109 @@ def test_depth_only_student_equals_the_cut_teacher(tmp_path: Path, name: str) ->
     assert set(s_state) == {k for k in t_state if not re.search(r"\.(2|3)\.", k)}
     for key, value in s_state.items():
         assert torch.equal(value, t_state[key]), key
+
+
+# ------------------------------------------------------------------ 2b. research decoders, in detail
+
+
+@pytest.mark.parametrize("name", ["gpt_neox", "olmo2", "opt"])
+def test_research_decoder_student_verifies(tmp_path: Path, name: str) -> None:
+    family = FAMILIES[name]
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build_teacher(teacher_dir, family)
+    result = run_cli("init", "-t", teacher_dir, "-o", out, "-q", *student_args(teacher_dir, tmp_path, family))
+    assert result.exit_code == 0, result.stderr
+    verified = run_cli("verify", "--teacher", teacher_dir, "--student", out, "--json")
+    assert verified.exit_code == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["ok"] is True
+
+
+@pytest.mark.parametrize(
+    "options", [("--elements", "magnitude"), ("--elements", "random"), ("--attention", "flat"), ("--rescale",)]
+)
+def test_gpt_neox_student_under_every_option_loads_and_verifies(tmp_path: Path, options: tuple[str, ...]) -> None:
+    """Magnitude ranks GPT-NeoX's heads by the `heads` scores (no tensor labels kv_heads: each query head is
+    its own key/value head, stored with it)."""
+    family = FAMILIES["gpt_neox"]
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build_teacher(teacher_dir, family)
+    result = run_cli("init", "-t", teacher_dir, "-o", out, "-q", *set_args(family.student), *options)
+    assert result.exit_code == 0, result.stderr
+    model, info = family.model_class.from_pretrained(out, output_loading_info=True)
+    assert_clean_load(info)
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(**sample_inputs(family)).logits).all()
+    assert run_cli("verify", "--teacher", teacher_dir, "--student", out).exit_code == 0
+
+
+def neox_rows(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """GPT-NeoX's fused rows as [heads, q|k|v, head_dim, ...]: head h's q, k and v rows sit together."""
+    return qkv.view(heads, 3, qkv.shape[0] // (3 * heads), *qkv.shape[1:])
+
+
+def test_gpt_neox_keeps_whole_heads_of_its_per_head_fused_qkv(tmp_path: Path) -> None:
+    """query_key_value rows are [head 0: q|k|v, head 1: q|k|v, ...]: the student's head i is the teacher's
+    head 2i, its q, k and v rows together (a q|k|v split over the whole dim would mix heads and roles)."""
+    family = FAMILIES["gpt_neox"]
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build_teacher(teacher_dir, family)
+    result = run_cli("init", "-t", teacher_dir, "-o", out, "--json", *set_args(family.student))
+    assert result.exit_code == 0, result.stderr
+    teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    hidden = slice(0, 64, 2)
+    for layer in (0, 1):
+        p = f"gpt_neox.layers.{layer}.attention."
+        t_qkv = neox_rows(teacher[p + "query_key_value.weight"], 4)  # [4 heads, 3, 16, 64]
+        s_qkv = neox_rows(student[p + "query_key_value.weight"], 2)  # [2 heads, 3, 16, 32]
+        assert torch.equal(s_qkv, t_qkv[0::2][..., hidden])
+        t_bias = neox_rows(teacher[p + "query_key_value.bias"], 4)
+        assert torch.equal(neox_rows(student[p + "query_key_value.bias"], 2), t_bias[0::2])
+        dense = teacher[p + "dense.weight"].view(64, 4, 16)[hidden, 0::2]  # columns: the same whole heads
+        assert torch.equal(student[p + "dense.weight"], dense.reshape(32, 32))
+    qkv = next(
+        t for t in json.loads(result.stdout)["tensors"] if t["name"].endswith("0.attention.query_key_value.weight")
+    )
+    assert qkv["dims"][0]["axis"] == "heads[0]*3*head_dim"
+    assert qkv["dims"][0]["text"] == "heads[0:4:2]×3×head_dim[copy]"
+
+
+def test_gpt_neox_partial_rotary_head_dim_reduction(tmp_path: Path) -> None:
+    """head_dim 16 → 8 with rotary_pct 0.25: 4 rotary dims → 2 (pairs (0, 2) of (0, 2), (1, 3): every other
+    pair, from 0, in both halves), the 12 pass-through dims → 6 by the paper's rule; q, k and v rows of every
+    kept head take the same set, and dense's columns with them. The student loads, runs and verifies."""
+    family = FAMILIES["gpt_neox"]
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build_teacher(teacher_dir, family)
+    result = run_cli("init", "-t", teacher_dir, "-o", out, "--json", "--set", "hidden_size=32")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    # rotary [0, 2] and pass-through 4 + [0, 2, ..., 10]: together a stride of 2
+    assert report["axes"]["head_dim"] == {"rule": "stride", "teacher": 16, "student": 8, "start": 0, "step": 2}
+    model, info = tf.GPTNeoXForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert_clean_load(info)
+    assert model.gpt_neox.layers[0].attention.rotary_ndims == 2
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(**sample_inputs(family)).logits).all()
+    teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    dims = torch.tensor([0, 2, 4, 6, 8, 10, 12, 14])
+    t_qkv = neox_rows(teacher["gpt_neox.layers.0.attention.query_key_value.weight"], 4)
+    s_qkv = neox_rows(student["gpt_neox.layers.0.attention.query_key_value.weight"], 4)
+    assert torch.equal(s_qkv, t_qkv[:, :, dims][..., 0::2])
+    assert run_cli("verify", "--teacher", teacher_dir, "--student", out).exit_code == 0
+
+
+def test_opt_positions_are_truncated_with_their_offset(tmp_path: Path) -> None:
+    """OPT's learned positions have 2 extra rows (offset 2): 16 positions keep the teacher's first 18 rows,
+    and word_embed_proj_dim, which restated hidden_size, follows it."""
+    family = FAMILIES["opt"]
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build_teacher(teacher_dir, family)
+    assert run_cli("init", "-t", teacher_dir, "-o", out, "-q", *set_args(family.student)).exit_code == 0
+    teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    positions = "model.decoder.embed_positions.weight"
+    assert torch.equal(student[positions], teacher[positions][:18, 0::2])
+    assert json.loads((out / "config.json").read_text())["word_embed_proj_dim"] == 32
+    assert "lm_head.weight" not in student  # tied, as in the teacher
 
 
 # ----------------------------------------------------------------------- 3. pretrained all-MiniLM-L6-v2

@@ -126,8 +126,11 @@ def parse_dim(text: str) -> DimLabel:
         for f in factors:
             if not (is_literal(f) or f in AXIS_KINDS):
                 raise ValueError(f"unknown axis {f!r} in dim {text!r}")
-        if len(factors) > 1 and any(is_literal(f) for f in factors):
-            raise ValueError(f"integer literals cannot be multiplied in dim {text!r}")
+        # A literal inside a product repeats what follows it within each index of what precedes it:
+        # `heads*3*head_dim` is GPT-NeoX's fused rows, q|k|v of head 0, then of head 1, ... A product
+        # cannot start or end with one (`2*hidden` is two blocks side by side: `hidden | hidden`).
+        if len(factors) > 1 and (is_literal(factors[0]) or is_literal(factors[-1])):
+            raise ValueError(f"integer literals cannot start or end a product in dim {text!r}; use blocks (|)")
     return label
 
 

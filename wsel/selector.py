@@ -68,6 +68,7 @@ class AxisSelector:
         return self.chosen[name]
 
     def _choose(self, axis: str, layer: int | None) -> Selection:
+        name = axis_name(axis, layer)
         t, s = self.teacher[_size_key(axis)], self.student[_size_key(axis)]
         kind = AXIS_KINDS[axis]
         if kind == "equal":
@@ -76,9 +77,14 @@ class AxisSelector:
             return Selection(t, 0, 1, s)
         if axis == "heads":
             return self._query_heads(layer)
+        mha = self.teacher["heads"] == self.teacher["kv_heads"]
+        if axis == "kv_heads" and mha and self.elements.name == "magnitude" and name not in self.elements.scores:
+            # multi-head attention stored per head (GPT-NeoX's heads*3*head_dim): no tensor labels kv_heads,
+            # and each key/value head is its query head, ranked by the scores of `heads`
+            return self.elements.choose(axis_name("heads", layer), t, s)
         if axis == "head_dim" and self.rotary_fraction is not None and s != t:
             return rope_head_dim(t, s, self.rotary_fraction)  # a structural constraint: no strategy applies
-        return self.elements.choose(axis_name(axis, layer), t, s)
+        return self.elements.choose(name, t, s)
 
     def _query_heads(self, layer: int | None) -> Selection:
         """GQA: the kept key/value heads first, then within each kept group the query heads it serves."""
@@ -111,9 +117,15 @@ class AxisSelector:
         selection = compose(label, self.chosen, t)
         if len(dim.blocks) == 1 and len(dim.blocks[0]) == 1:
             return selection, selection.describe(), label
-        texts = ["copy" if is_literal(block[0]) else "×".join(f"{a}[{self.axis(a, layer).describe()}]" for a in block)
-                 for block in dim.blocks]  # fmt: skip
+        texts = [
+            "copy" if len(block) == 1 and is_literal(block[0]) else "×".join(self._factor_text(a, layer) for a in block)
+            for block in dim.blocks
+        ]
         return selection, " | ".join(texts), label
+
+    def _factor_text(self, factor: str, layer: int | None) -> str:
+        """`heads[0:8:2]`, or a literal inside a product as it is (`3`: every one of its indices kept)."""
+        return factor if is_literal(factor) else f"{factor}[{self.axis(factor, layer).describe()}]"
 
 
 def _size_key(axis: str) -> str:
