@@ -111,7 +111,12 @@ VIT_NAMES = json.loads((resources.files("wsel.arch") / "names" / "timm_vit.json"
 
 
 def test_every_shipped_name_set_loads() -> None:
-    assert [n.name for n in all_name_sets()] == ["timm_convnext", "timm_vit"]
+    assert [n.name for n in all_name_sets()] == [
+        "timm_convnext",
+        "timm_resnet_basic",
+        "timm_resnet_bottleneck",
+        "timm_vit",
+    ]
 
 
 @pytest.mark.parametrize(

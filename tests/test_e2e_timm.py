@@ -1,4 +1,5 @@
-"""End to end on timm-named checkpoints: ViT-S/16 → ViT-Ti/16 and ConvNeXt-T → ConvNeXt-F.
+"""End to end on timm-named checkpoints: ViT-S/16 → ViT-Ti/16, ConvNeXt-T → ConvNeXt-F (also with `conv_mlp`:
+1x1 convolutions for Linear weights), ResNet-50 → ResNet-18's widths and ResNet-34 → ResNet-18.
 
 timm itself is not a dependency: the shape tables below are written by hand from timm's
 `VisionTransformer` and `ConvNeXt` (same tensor names and shapes as their `state_dict()`), so the
@@ -94,6 +95,42 @@ def convnext_shapes(depths: tuple[int, ...], dims: tuple[int, ...], classes: int
         "head.fc.bias": (classes,),
     }
     return shapes
+
+
+def resnet_shapes(
+    depths: tuple[int, ...], widths: tuple[int, ...], stem: int = 64, expansion: int = 4, classes: int = CLASSES
+) -> dict:
+    """timm `resnet*` state_dict shapes: Bottleneck blocks (1x1, 3x3, 1x1 convs; resnet50) when `expansion` is
+    not 1, else BasicBlocks (two 3x3 convs; resnet18/34). Every batch norm has weight, bias, running_mean,
+    running_var (float) and num_batches_tracked (an I64 scalar)."""
+
+    def bn(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
+        return {f"{prefix}.{p}": (channels,) for p in ("weight", "bias", "running_mean", "running_var")} | {
+            f"{prefix}.num_batches_tracked": ()
+        }
+
+    shapes: dict[str, tuple[int, ...]] = {"conv1.weight": (stem, 3, 7, 7), **bn("bn1", stem)}
+    inplanes = stem
+    for s, (depth, width) in enumerate(zip(depths, widths, strict=True), start=1):
+        out = width * expansion
+        for b in range(depth):
+            p = f"layer{s}.{b}."
+            if expansion == 1:
+                shapes |= {p + "conv1.weight": (width, inplanes, 3, 3), **bn(p + "bn1", width)}
+                shapes |= {p + "conv2.weight": (out, width, 3, 3), **bn(p + "bn2", out)}
+            else:
+                shapes |= {p + "conv1.weight": (width, inplanes, 1, 1), **bn(p + "bn1", width)}
+                shapes |= {p + "conv2.weight": (width, width, 3, 3), **bn(p + "bn2", width)}
+                shapes |= {p + "conv3.weight": (out, width, 1, 1), **bn(p + "bn3", out)}
+            if b == 0 and inplanes != out:  # a projection shortcut where the width changes
+                shapes |= {p + "downsample.0.weight": (out, inplanes, 1, 1), **bn(p + "downsample.1", out)}
+            inplanes = out
+    return shapes | {"fc.weight": (classes, inplanes), "fc.bias": (classes,)}
+
+
+def conv_mlp(shapes: dict) -> dict:
+    """timm ConvNeXt with `conv_mlp=True`: the MLP's Linear [out, in] weights are 1x1 convolutions [out, in, 1, 1]."""
+    return {n: (*s, 1, 1) if n.endswith(("mlp.fc1.weight", "mlp.fc2.weight")) else s for n, s in shapes.items()}
 
 
 VIT_S = {"embed": 384, "depth": 4, "mlp": 1536}  # ViT-S/16 (6 heads), 4 of its 12 blocks to stay fast
@@ -319,5 +356,117 @@ def test_name_set_tensor_with_other_dims_is_a_clean_error(tmp_path: Path) -> Non
     assert result.stderr == (
         "wsel: error: student tensor 'blocks.0.attn.qkv.weight' [12] from teacher 'blocks.0.attn.qkv.weight' "
         "[24, 8]: the number of dims differs; fix the student config or --exclude it\n"
+    )
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+# --------------------------------------------------------------------------------- ResNet, conv_mlp
+
+RESNET50 = {"depths": (3, 4, 6, 3), "widths": (64, 128, 256, 512)}  # outputs 256, 512, 1024, 2048
+# ResNet-18's depths and stage widths (64, 128, 256, 512 out) in the teacher's Bottleneck layout
+RESNET18_WIDTHS = {"depths": (2, 2, 2, 2), "widths": (16, 32, 64, 128)}
+RESNET_ODD = {"depths": (1, 2, 3, 1), "widths": (24, 40, 100, 200), "stem": 48, "expansion": 3}  # linspace
+RESNET34 = {"depths": (3, 4, 6, 3), "widths": (64, 128, 256, 512), "expansion": 1}
+RESNET18 = {"depths": (2, 2, 2, 2), "widths": (32, 64, 128, 256), "stem": 32, "expansion": 1}  # half width
+
+
+def check_against_the_paper(
+    teacher_state: dict[str, torch.Tensor], student_shapes: dict[str, tuple[int, ...]], written: dict
+) -> None:
+    """Every written tensor is the paper's uniform_element_selection of its teacher tensor, on the dims they
+    share (a 1x1 convolution and a Linear are the same weight: compared after a reshape), bit for bit."""
+    assert set(written) == {n for n in student_shapes if not n.startswith(("head", "fc."))}
+    for name, tensor in written.items():
+        teacher = teacher_state[name]
+        shared = student_shapes[name][: teacher.dim()] + (1,) * max(0, teacher.dim() - len(student_shapes[name]))
+        expected = uniform_element_selection(teacher, shared).reshape(student_shapes[name])
+        assert tensor.dtype == teacher.dtype and tuple(tensor.shape) == tuple(student_shapes[name]), name
+        assert raw_bytes(tensor) == raw_bytes(expected), name
+
+
+def resnet_state(shapes: dict, seed: int) -> dict[str, torch.Tensor]:
+    state = random_state({n: s for n, s in shapes.items() if s}, seed=seed)
+    for name, shape in shapes.items():
+        if not shape:  # num_batches_tracked
+            state[name] = torch.tensor(1000 + len(name), dtype=torch.int64)
+    for name in state:
+        if name.endswith("running_var"):
+            state[name] = state[name].abs() + 0.5
+    return state
+
+
+@pytest.mark.parametrize(
+    ("teacher_kind", "student_kind", "name_set"),
+    [
+        (RESNET50, RESNET18_WIDTHS, "timm_resnet_bottleneck"),
+        (RESNET50, RESNET_ODD, "timm_resnet_bottleneck"),
+        (RESNET34, RESNET18, "timm_resnet_basic"),
+    ],
+    ids=["resnet50_to_resnet18_widths", "resnet50_odd_widths", "resnet34_to_resnet18"],
+)
+def test_resnet_to_student(tmp_path: Path, teacher_kind: dict, student_kind: dict, name_set: str) -> None:
+    state = resnet_state(resnet_shapes(**teacher_kind), seed=4)
+    teacher = save(tmp_path / "teacher.safetensors", state)
+    shapes = resnet_shapes(**student_kind)
+    out = tmp_path / "student.safetensors"
+    result = run_cli("init", "-t", teacher, "-s", write_manifest(tmp_path / "s.json", shapes), "-o", out,
+                     "--exclude", "fc.*", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["path"] == name_set
+    written = load_file(str(out))
+    check_against_the_paper(state, shapes, written)
+    # batch-norm statistics follow their channel axis; the step counters are copied as they are
+    counters = [n for n in written if n.endswith("num_batches_tracked")]
+    assert counters and all(torch.equal(written[n], state[n]) for n in counters)
+    by_name = {t["name"]: t for t in report["tensors"]}
+    assert by_name["layer2.0.bn1.running_var"]["dims"][0]["axis"] == "mlp@2"
+    assert by_name["layer2.1.conv1.weight"]["dims"][1]["axis"] == "hidden@2"
+    assert by_name["layer2.0.downsample.0.weight"]["dims"][1]["axis"] == "hidden@1"
+    assert by_name["layer1.0.bn1.num_batches_tracked"]["action"] == "copy"
+    assert run_cli("verify", "--teacher", teacher, "--student", out).exit_code == 0
+
+
+@pytest.mark.parametrize("direction", ["linear_teacher", "conv_teacher"])
+def test_convnext_conv_mlp_student(convnext_teacher: tuple, tmp_path: Path, direction: str) -> None:
+    """timm `convnext_tiny` (Linear MLP [out, in]) → a `convnext_femto` manifest with `conv_mlp` (1x1 convs
+    [out, in, 1, 1]), and the reverse: the same weight, selected on the shared dims and written in the student's
+    form. (This pair once ended in `ValueError: zip() argument 2 is longer than argument 1`.)"""
+    teacher, state = convnext_teacher
+    shapes = convnext_shapes(**CONVNEXT_F)
+    if direction == "linear_teacher":
+        shapes = conv_mlp(shapes)
+    else:
+        state = {
+            n: t.reshape(*t.shape, 1, 1) if n.endswith(("fc1.weight", "fc2.weight")) else t for n, t in state.items()
+        }
+        teacher = save(tmp_path / "convnext_tiny_conv_mlp.safetensors", state)
+    out = tmp_path / "student.safetensors"
+    result = run_cli("init", "-t", teacher, "-s", write_manifest(tmp_path / "s.json", shapes), "-o", out,
+                     "--exclude", "head*", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["path"] == "timm_convnext"
+    written = load_file(str(out))
+    check_against_the_paper(state, shapes, written)
+    fc1 = next(t for t in report["tensors"] if t["name"] == "stages.1.blocks.0.mlp.fc1.weight")
+    assert fc1["shape"] == list(shapes["stages.1.blocks.0.mlp.fc1.weight"])
+    assert [d["axis"] for d in fc1["dims"]][:2] == ["mlp@1", "hidden@1"]
+    verified = run_cli("verify", "--teacher", teacher, "--student", out)
+    assert verified.exit_code == 0, verified.stdout + verified.stderr
+
+
+def test_conv_student_of_a_linear_teacher_with_real_kernels_is_a_clean_error(
+    convnext_teacher: tuple, tmp_path: Path
+) -> None:
+    """Only trailing dims of size 1 reconcile a Linear with a convolution: a 3x3 kernel gets the catalogue's line."""
+    teacher, _ = convnext_teacher
+    student = write_manifest(tmp_path / "s.json", {"stages.0.blocks.0.mlp.fc1.weight": (192, 48, 3, 3)})
+    result = run_cli("init", "-t", teacher, "-s", student, "-o", tmp_path / "out.safetensors")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "wsel: error: student tensor 'stages.0.blocks.0.mlp.fc1.weight' [192, 48, 3, 3] from teacher "
+        "'stages.0.blocks.0.mlp.fc1.weight' [384, 96]: the number of dims differs; fix the student config or "
+        "--exclude it\n"
     )
     assert not (tmp_path / "out.safetensors").exists()

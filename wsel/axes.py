@@ -134,6 +134,12 @@ def parse_dim(text: str) -> DimLabel:
     return label
 
 
+def linear_and_1x1_conv(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Whether one shape is a Linear `[out, in]` and the other a 1x1 convolution `[out, in, 1, 1]` (whatever
+    the sizes of out and in): the same kind of weight, whose elements are stored in the same order."""
+    return sorted((len(a), len(b))) == [2, 4] and (a if len(a) == 4 else b)[2:] == (1, 1)
+
+
 def compose(label: DimLabel, axes: Mapping[str, Selection], size: int) -> Selection:
     """The Selection over a tensor dim of teacher size `size` from its label and the axes' selections.
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from wsel import provenance
-from wsel.axes import DimLabel, compose, composed_size
+from wsel.axes import DimLabel, compose, composed_size, linear_and_1x1_conv
 from wsel.checkpoint.dtypes import CAST_TARGETS, DTYPES, element_size
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader
@@ -85,7 +85,8 @@ def _check(
         selections = [compose(label, axes, size) for label, size in dims] if source.numel else []
     except ValueError as e:
         return f"cannot rebuild its selection: {e}"
-    if tuple(sizes) != mine.shape:
+    same_weight = linear_and_1x1_conv(tuple(sizes), mine.shape) and tuple(sizes[:2]) == mine.shape[:2]
+    if tuple(sizes) != mine.shape and not same_weight:
         return f"shape {list(mine.shape)} differs from the recorded selection's {sizes}"
     if not source.numel:
         return None

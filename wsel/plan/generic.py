@@ -8,6 +8,7 @@ get semantic labels instead and fused q|k|v blocks are selected block by block.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from wsel import select
 from wsel.arch import NameSet, detect_name_set
-from wsel.axes import DimLabel, axis_kind, is_literal, size_label
+from wsel.axes import DimLabel, axis_kind, is_literal, linear_and_1x1_conv, size_label
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError
@@ -58,12 +59,16 @@ class GenericPlanner(Planner):
         written = []
         for tensor in kept:
             source = self._source(tensor, by_group)
+            planned = in_teacher_form(tensor, source)  # a Linear student of a 1x1 conv teacher, or the reverse
             # `--attention flat` keeps the paper's per-dim rule even where a name set knows the blocks.
             labels = self.name_set.dims(tensor.name) if self.name_set and self.options.attention != "flat" else None
+            if labels is not None and len(labels) == 2 and linear_and_1x1_conv(source.shape[:2], source.shape):
+                labels += (DimLabel.single("1"), DimLabel.single("1"))  # a 1x1 conv teacher named as a Linear
             if labels is not None and len(labels) == len(source.shape):
-                written.append(self._labelled(tensor, source, labels))
+                chosen = self._labelled(planned, source, labels)
             else:
-                written.append(self._by_size(tensor, source))
+                chosen = self._by_size(planned, source)
+            written.append(dataclasses.replace(chosen, shape=tensor.shape) if planned is not tensor else chosen)
         return Plan(
             teacher=self.teacher,
             student=student,
@@ -175,6 +180,16 @@ class GenericPlanner(Planner):
             )
         input_dim = _input_dim(student.name, student.shape)
         return self.written(student, source, tuple(selections), labels, tuple(texts), input_dim)
+
+
+def in_teacher_form(student: StudentTensor, source: TensorInfo) -> StudentTensor:
+    """The student tensor in its teacher's form when one is a Linear `[out, in]` and the other a 1x1 convolution
+    `[out, in, 1, 1]`: the same weight (ConvNeXt's `conv_mlp`), selected on the shared dims and written in the
+    student's form (the bytes are the same). Otherwise the student tensor as it is (a number of dims that
+    differs otherwise is refused by `_check_dims`)."""
+    if not linear_and_1x1_conv(student.shape, source.shape):
+        return student
+    return StudentTensor(student.name, student.shape[:2] + source.shape[2:], student.dtype)
 
 
 def _check_dims(student: StudentTensor, source: TensorInfo) -> str:
