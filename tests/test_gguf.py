@@ -27,7 +27,8 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize, quantize
 
 from wsel.checkpoint import ggml
-from wsel.checkpoint.gguf import GgufCheckpoint, architectures, read_gguf
+from wsel.checkpoint.gguf import GgufCheckpoint, read_gguf
+from wsel.checkpoint.gguf_arch import architectures
 from wsel.checkpoint.header import TensorInfo
 from wsel.errors import CheckpointError
 from wsel.sources.httpfile import HttpFile
