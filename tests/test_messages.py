@@ -181,3 +181,21 @@ def test_config_json_says_the_dtype_written(
 
     model = tf.LlamaForCausalLM.from_pretrained(out)
     assert str(model.dtype) == f"torch.{expected or 'float32'}"
+
+
+def test_a_rope_refusal_offers_a_fix_the_family_can_take(tmp_path: Path) -> None:
+    """GPT-NeoX's head size is always hidden / heads (no head_dim key): the fix is a head count, checked to work."""
+    import transformers as tf
+
+    folder = tmp_path / "neox"
+    config = tf.GPTNeoXConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                              num_attention_heads=4, max_position_embeddings=32)  # fmt: skip
+    tf.GPTNeoXForCausalLM(config).save_pretrained(folder)
+    message = refused(run_cli("inspect", "-t", folder, "--set", "hidden_size=48"))
+    assert message == (
+        f"{folder / 'config.json'} with --set hidden_size=48: head_dim 16 → 12 cannot keep RoPE pairs and "
+        "frequencies (rotary dims 4 → 3); head_dim sizes that work: 8, 10, 16; e.g. --set num_attention_heads=3 "
+        "(hidden_size / num_attention_heads = 16)"
+    )
+    fixed = run_cli("inspect", "-t", folder, "-q", "--set", "hidden_size=48", "--set", "num_attention_heads=3")
+    assert fixed.exit_code == 0, fixed.stderr

@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import operator
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,15 @@ def _with_values(expression: str, config: dict[str, Any]) -> str:
             return ast.Constant(lookup(config, ast.unparse(node)))
 
     return ast.unparse(Substitute().visit(ast.parse(expression, mode="eval")))
+
+
+def is_key(expression: str) -> bool:
+    """Whether a size expression is a config key a student can set (`head_dim`), not a derivation
+    (`hidden_size / num_attention_heads`)."""
+    return _KEY.fullmatch(expression) is not None
+
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def size_keys(sizes: dict[str, tuple[str, ...]]) -> dict[str, str]:

@@ -33,8 +33,7 @@ def rope_head_dim(teacher: int, student: int, rotary_fraction: float) -> Selecti
         working = [d for d in range(2, teacher + 1, 2) if _rope_ok(teacher, d, rotary_fraction)]
         raise PlanError(
             f"head_dim {teacher} → {student} cannot keep RoPE pairs and frequencies "
-            f"(rotary dims {rotary_t} → {rotary_s}); head_dim sizes that work: {', '.join(map(str, working))}; "
-            f"e.g. --set head_dim={teacher} (the teacher's)"
+            f"(rotary dims {rotary_t} → {rotary_s}); head_dim sizes that work: {', '.join(map(str, working))}"
         )
     step = rotary_t // rotary_s
     half_t, half_s = rotary_t // 2, rotary_s // 2

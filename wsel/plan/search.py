@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsel.errors import PlanError, WselError
+from wsel.hfconfig import is_key
 from wsel.layers import find_layer
 from wsel.plan.model import Plan
 
@@ -84,10 +85,7 @@ def parse_budget(text: str, teacher_parameters: int) -> int:
 def settable_keys(sizes: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """The config key of each searched axis whose first expression is a key (a size the student can state);
     an axis only derived (GPT-2's head_dim, n_embd / n_head) is left to follow the others."""
-    return {axis: sizes[axis][0] for axis in SEARCHED if axis in sizes and _KEY.fullmatch(sizes[axis][0])}
-
-
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+    return {axis: sizes[axis][0] for axis in SEARCHED if axis in sizes and is_key(sizes[axis][0])}
 
 
 def parameters(plan: Plan) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from wsel.axes import AXIS_KINDS
 from wsel.errors import PlanError
+from wsel.hfconfig import is_key
 from wsel.selector import rope_head_dim
 
 
@@ -26,6 +27,7 @@ class SizeCheck:
     keys: dict[str, str]  # axis → the config key users set for it
     where: str  # how messages name the student (its config, or the teacher's with --set)
     rotary_fraction: float | None  # the rotary share of head_dim (None: no RoPE)
+    suggest: bool = True  # add fixes to refusals (off for the trial checks that look for a fix)
 
     def fail(self, problem: str) -> PlanError:
         return PlanError(f"{self.where}: {problem}")
@@ -56,7 +58,7 @@ class SizeCheck:
             try:
                 rope_head_dim(t["head_dim"], s["head_dim"], rotary_fraction)
             except PlanError as e:
-                raise self.fail(str(e)) from None
+                raise self.fail(f"{e}; e.g. {self._head_dim_fix()}" if self.suggest else str(e)) from None
         return self._notes()
 
     def _axis(self, axis: str, t: int, s: int) -> None:
@@ -84,6 +86,19 @@ class SizeCheck:
             return fix
         return f"pass --set {self.keys.get(axis, axis)}={t} or less"
 
+    def _head_dim_fix(self) -> str:
+        """How to give the student the teacher's head_dim: set it, or (a family whose head_dim is always hidden /
+        heads, such as GPT-NeoX) the head count that gives a working one."""
+        t = self.teacher.values
+        if is_key(self.keys["head_dim"]):
+            return f"--set {self.keys['head_dim']}={t['head_dim']} (the teacher's)"
+        heads = self._heads_that_work()
+        if heads is None:
+            return f"--set {self.keys['heads']} so that {self.keys['head_dim']} is one of them"
+        return (
+            f"--set {self.keys['heads']}={heads} ({self.keys['head_dim']} = {self.student.values['hidden'] // heads})"
+        )
+
     def _heads_that_work(self) -> int | None:
         """The fewest query heads that make the derived head_dim a student every check accepts, if any."""
         s, t = self.student.values, self.teacher.values
@@ -91,8 +106,10 @@ class SizeCheck:
             if s["hidden"] % heads:
                 continue
             values = s | {"heads": heads, "head_dim": s["hidden"] // heads, "v_head_dim": s["hidden"] // heads}
+            if self.keys.get("kv_heads") == self.keys["heads"]:  # no GQA: one key/value head per query head
+                values["kv_heads"] = heads
             try:
-                SizeCheck(self.teacher, Sizes(values, {}), self.keys, self.where, self.rotary_fraction).run()
+                SizeCheck(self.teacher, Sizes(values, {}), self.keys, self.where, self.rotary_fraction, False).run()
             except PlanError:
                 continue
             return heads
