@@ -27,6 +27,8 @@ AxisKind = Literal[
     "width",  # any subset, chosen by the element strategy (the paper's uniform rule by default)
     "heads",  # whole attention heads; query heads stay with their GQA key/value group
     "head_dim",  # dims inside a head; for q/k under RoPE, a stride that keeps rotary pairs
+    "experts",  # whole experts of a mixture-of-experts layer, chosen by the element strategy; the router's rows
+    # and the tensors named per expert (`{expert}` in architecture data) follow the kept ones, in order
     "equal",  # never subsampled: the student must match (token ids, classes, image geometry)
     "truncate",  # positions: the student keeps the first N
 ]
@@ -35,6 +37,8 @@ AXIS_KINDS: dict[str, AxisKind] = {
     "hidden": "width",
     "mlp": "width",
     "attn": "width",  # attention inner width (heads * head_dim) where the head count is not known
+    "shared_mlp": "width",  # a mixture-of-experts layer's always-on shared expert (Qwen2-MoE), a dense MLP
+    "experts": "experts",
     "heads": "heads",
     "kv_heads": "heads",
     "head_dim": "head_dim",
@@ -49,7 +53,8 @@ AXIS_KINDS: dict[str, AxisKind] = {
     "kernel": "equal",
     "positions": "truncate",
 }
-PER_LAYER_AXES = ("mlp", "heads", "kv_heads")  # chosen per layer (identical under uniform selection)
+# chosen per layer (identical under uniform selection); the experts a layer keeps all share its one `mlp[i]`
+PER_LAYER_AXES = ("mlp", "heads", "kv_heads", "experts", "shared_mlp")
 
 Block = tuple[str, ...]  # a product of factors, outermost first (or one integer literal)
 

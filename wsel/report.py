@@ -13,7 +13,7 @@ from typing import Any
 from wsel import __version__, provenance
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import WselError
-from wsel.layers import find_layer
+from wsel.layers import compact_ranges, find_layer
 from wsel.plan.model import ExcludedTensor, Plan, WrittenTensor
 from wsel.select import Selection
 from wsel.stats import Stats
@@ -28,6 +28,7 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
     used_sources = {t.source.name for t in written}
     teacher_bytes = teacher.total_bytes
     tensor_bytes = sum(t.nbytes for t in written)
+    experts = expert_maps(plan.axes)
     return {
         "schema": SCHEMA_VERSION,
         "wsel_version": __version__,
@@ -41,6 +42,7 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
         "options": plan.options.to_dict(),
         "path": plan.path,
         "layer_maps": [m.to_dict() for m in plan.layer_maps],
+        **({"expert_maps": experts} if experts else {}),  # mixture-of-experts students only
         "axes": {name: sel.to_dict() for name, sel in plan.axes.items()},
         "tensors": [_tensor_entry(t, plan.axes) for t in plan.tensors],
         "excluded": [t.name for t in plan.excluded],
@@ -55,6 +57,37 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
         },
         "run": None if stats is None else _run_entry(stats),
     }
+
+
+def expert_maps(axes: dict[str, Selection]) -> list[dict[str, Any]]:
+    """The experts each student layer keeps (its `experts[i]` axis), one entry per run of consecutive layers
+    that keep the same ones: `{"layers": "0-3", "teacher_experts": 8, "kept": [0, 2, 4, 6], ...}`."""
+    by_layer = sorted(
+        (int(m.group(1)), sel) for name, sel in axes.items() if (m := _EXPERTS_AXIS.fullmatch(name)) is not None
+    )
+    runs: list[tuple[list[int], Selection]] = []
+    for layer, sel in by_layer:
+        if runs and runs[-1][1] == sel and runs[-1][0][-1] + 1 == layer:
+            runs[-1][0].append(layer)
+        else:
+            runs.append(([layer], sel))
+    maps = []
+    for layers, sel in runs:
+        kept = [int(i) for i in sel.indices()]
+        marked = set(kept)
+        maps.append(
+            {
+                "layers": compact_ranges(layers),
+                "teacher_experts": sel.teacher_size,
+                "kept": kept,
+                "summary": f"{compact_ranges(kept)} of {sel.teacher_size}",
+                "picture": "".join("■" if i in marked else "□" for i in range(sel.teacher_size)),
+            }
+        )
+    return maps
+
+
+_EXPERTS_AXIS = re.compile(r"experts\[([0-9]+)\]")
 
 
 def teacher_report(teacher: CheckpointIndex) -> dict[str, Any]:

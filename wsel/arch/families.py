@@ -3,6 +3,10 @@
 Each `wsel/arch/*.json` describes one family. Files are validated strictly when loaded
 (unknown keys, unknown axes and bad expressions fail), so a typo can never be silently ignored.
 Adding a family touches no code.
+
+Mixture-of-experts layers store each expert's weights under its own name (`experts.{expert}.w1.weight`, as
+Hugging Face checkpoints do): `{expert}` is the index on the layer's `experts` axis, and student expert j reads
+the teacher's j-th kept expert, as student layer i reads its teacher layer.
 """
 
 from __future__ import annotations
@@ -34,11 +38,14 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 _ROPE_FIELDS = {"partial_rotary_factor"}
 _REQUIRED_SIZES = {"hidden", "layers", "heads", "kv_heads", "head_dim"}
+# sizes that are counts, not axes of any tensor: the layers, and how many experts route each token
+COUNTS = {"layers", "experts_per_token"}
 
 
 @dataclass(frozen=True)
 class Template:
-    """One tensor name pattern (`{p}` = model prefix, `{layer}` = layer index) and its dims."""
+    """One tensor name pattern (`{p}` = model prefix, `{layer}` = layer index, `{expert}` = expert index within
+    the layer) and its dims."""
 
     pattern: str
     dims: tuple[DimLabel, ...]
@@ -47,11 +54,17 @@ class Template:
     def per_layer(self) -> bool:
         return "{layer}" in self.pattern
 
-    def name(self, prefix: str, layer: int | None = None) -> str:
-        return self.pattern.replace("{p}", prefix).replace("{layer}", "" if layer is None else str(layer))
+    @property
+    def per_expert(self) -> bool:
+        return "{expert}" in self.pattern
+
+    def name(self, prefix: str, layer: int | None = None, expert: int | None = None) -> str:
+        name = self.pattern.replace("{p}", prefix).replace("{layer}", "" if layer is None else str(layer))
+        return name.replace("{expert}", "" if expert is None else str(expert))
 
     def regex(self, prefix: str) -> re.Pattern[str]:
         escaped = re.escape(self.pattern.replace("{p}", prefix)).replace(re.escape("{layer}"), r"(?P<layer>[0-9]{1,9})")
+        escaped = escaped.replace(re.escape("{expert}"), r"(?P<expert>[0-9]{1,9})")
         return re.compile(f"^{escaped}$")
 
 
@@ -94,7 +107,7 @@ def load_family(path: Traversable) -> Architecture:
 
     sizes: dict[str, tuple[str, ...]] = {}
     for axis, alternatives in doc["sizes"].items():
-        if axis not in AXIS_KINDS and axis != "layers":
+        if axis not in AXIS_KINDS and axis not in COUNTS:
             raise fail(f"sizes: unknown axis {axis!r}; known: {', '.join(sorted(AXIS_KINDS))}")
         if not isinstance(alternatives, list) or not alternatives or not all(isinstance(a, str) for a in alternatives):
             raise fail(f"sizes.{axis}: expected a non-empty list of expressions")
@@ -124,7 +137,10 @@ def load_family(path: Traversable) -> Architecture:
         for axis in {a for d in parsed for a in d.axes}:
             if axis not in sizes and axis != "v_head_dim":
                 raise fail(f"tensors.{pattern}: axis {axis!r} has no entry in sizes")
-        templates.append(Template(pattern, parsed))
+        template = Template(pattern, parsed)
+        if template.per_expert and not (template.per_layer and "experts" in sizes):
+            raise fail(f"tensors.{pattern}: {{expert}} needs {{layer}} in the name and an experts entry in sizes")
+        templates.append(template)
     patterns = {t.pattern for t in templates}
     for key in ("embeddings", "in_out_weights"):
         for pattern in doc[key]:

@@ -24,7 +24,8 @@ from wsel.plan.sizes import SizeCheck, Sizes
 from wsel.selector import AxisSelector
 from wsel.spec import ConfigStudent, StudentTensor
 
-TeacherTensors = dict[tuple[str, int | None], TensorInfo]  # (template pattern, layer or None) → teacher tensor
+# (template pattern, layer or None, expert or None) → teacher tensor
+TeacherTensors = dict[tuple[str, int | None, int | None], TensorInfo]
 
 
 class ArchPlanner(Planner):
@@ -61,6 +62,7 @@ class ArchPlanner(Planner):
             rotary,
         )
         self.warnings += check.run()
+        self._check_routing()
 
         self.prefix = self._detect_prefix()
         self.found = self._match_teacher()
@@ -78,17 +80,18 @@ class ArchPlanner(Planner):
             layers: list[int | None] = list(range(self.s_sizes["layers"])) if template.per_layer else [None]
             for layer in layers:
                 teacher_layer = None if layer is None else self.layer_map.teacher_index(layer)
-                source = self.found.get((template.pattern, teacher_layer))
-                if source is None and template.pattern in arch.tied:
-                    source = self.found.get((arch.tied[template.pattern], None))
-                if source is None:
-                    continue  # not part of this checkpoint (optional bias, other head, ...)
-                shape = tuple(d.size(self.s_sizes) for d in template.dims)
-                tensor = StudentTensor(template.name(self.prefix, layer), shape, None)
-                if self.is_excluded(tensor.name):
-                    excluded.append(self.exclusion(tensor))
-                else:
-                    written.append(self._tensor(tensor, source, template, layer))
+                for expert, teacher_expert in self._experts(template, layer):
+                    source = self.found.get((template.pattern, teacher_layer, teacher_expert))
+                    if source is None and template.pattern in arch.tied:
+                        source = self.found.get((arch.tied[template.pattern], None, None))
+                    if source is None:
+                        continue  # not part of this checkpoint (optional bias, other head, ...)
+                    shape = tuple(d.size(self.s_sizes) for d in template.dims)
+                    tensor = StudentTensor(template.name(self.prefix, layer, expert), shape, None)
+                    if self.is_excluded(tensor.name):
+                        excluded.append(self.exclusion(tensor))
+                    else:
+                        written.append(self._tensor(tensor, source, template, layer))
 
         config = student_config_json(self.student.config)
         config = follow_layer_map(config, arch.layer_lists, self.teacher_config.config, self.layer_map)
@@ -108,6 +111,24 @@ class ArchPlanner(Planner):
             warnings=tuple(self.warnings),
             folder_files=FolderFiles(config, self.teacher_config.companions),
         )
+
+    def _experts(self, template: Template, layer: int | None) -> list[tuple[int | None, int | None]]:
+        """(student expert, teacher expert) for each expert a per-expert template is written for: the layer's
+        kept experts (its `experts[i]` selection), in order; `(None, None)` for every other template."""
+        if not template.per_expert:
+            return [(None, None)]
+        kept = self.selector.axis("experts", layer).indices()
+        return [(j, int(e)) for j, e in enumerate(kept)]
+
+    def _check_routing(self) -> None:
+        """A mixture-of-experts student routes each token to `experts_per_token` of its experts: no more than it has."""
+        top_k, experts = self.s_sizes.get("experts_per_token"), self.s_sizes.get("experts")
+        if top_k is not None and experts is not None and top_k > experts:
+            key, experts_key = self.keys["experts_per_token"], self.keys["experts"]
+            raise PlanError(
+                f"{self.student.source}: student {key} = {top_k} is more than its {experts_key} = {experts}; "
+                f"pass --set {key}={experts} or less, or keep {experts_key} at {top_k} or more"
+            )
 
     def _tensor(
         self, tensor: StudentTensor, source: TensorInfo, template: Template, layer: int | None
@@ -155,6 +176,13 @@ class ArchPlanner(Planner):
             layer = int(m.group("layer")) if template.per_layer else None
             if layer is not None and layer >= sizes["layers"]:
                 raise PlanError(f"teacher tensor {name!r} is layer {layer} but {where} says {sizes['layers']} layers")
+            expert = int(m.group("expert")) if template.per_expert else None
+            if expert is not None and "experts" not in sizes:
+                raise PlanError(f"teacher tensor {name!r} is expert {expert} but {where} has no {self.keys['experts']}")
+            if expert is not None and expert >= sizes["experts"]:
+                raise PlanError(
+                    f"teacher tensor {name!r} is expert {expert} but {where} says {sizes['experts']} experts"
+                )
             missing = sorted({a for d in template.dims for a in d.axes if a not in sizes})
             if missing:
                 raise PlanError(f"teacher tensor {name!r} needs {', '.join(missing)}, which {where} does not define")
@@ -165,7 +193,7 @@ class ArchPlanner(Planner):
                     f"teacher tensor {name!r} is {list(info.shape)} but {where} implies {list(expected)} "
                     f"({dims}); is this the teacher's config?"
                 )
-            found[(template.pattern, layer)] = info
+            found[(template.pattern, layer, expert)] = info
         return found
 
     def _layer_map(self) -> LayerMap:
@@ -183,4 +211,4 @@ class ArchPlanner(Planner):
         for config in (self.student.config, self.teacher_config.config):
             if isinstance(config.get(tie_key), bool):
                 return bool(config[tie_key])
-        return not any((alias, None) in self.found for alias in self.arch.tied)
+        return not any((alias, None, None) in self.found for alias in self.arch.tied)

@@ -1,0 +1,335 @@
+"""Mixture-of-experts families end to end: Mixtral, OLMoE, Qwen2-MoE (with a shared expert) and Qwen3-MoE.
+
+Tiny random teachers saved by transformers itself (one tensor per expert, as Hugging Face checkpoints store
+them); students from `--set` with half the depth, half the width and half the experts, loaded back by
+transformers with no missing or unexpected keys, run, and verified. A student keeping every expert but fewer
+layers equals the cut teacher; a student with fewer experts has, element by element, the router rows and
+the expert weights of the experts it keeps, in order, each kept expert with its layer's one `mlp[i]` set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import transformers as tf
+from conftest import run_cli
+from safetensors.torch import load_file
+
+VOCAB = 64
+ATTENTION = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4)
+ATTENTION_STUDENT = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2)
+
+
+@dataclass(frozen=True)
+class MoeFamily:
+    config_class: Any
+    model_class: Any
+    teacher: dict[str, Any]
+    student: dict[str, Any]  # --set of a half-depth, half-width student with half the experts
+    experts_key: str  # the config key of the expert count, as the teacher's config.json names it
+    mlp_key: str  # the config key of each expert's width
+    router: str  # the router's name in layer 0 ({layer}) and an expert's tensors ({expert}, {proj})
+    expert: str
+    projections: tuple[str, str, str]  # gate, up, down
+    shared: bool = False  # Qwen2-MoE: an always-on shared expert and its one-row gate
+
+
+FAMILIES = {
+    "mixtral": MoeFamily(
+        tf.MixtralConfig,
+        tf.MixtralForCausalLM,
+        dict(ATTENTION, intermediate_size=96, num_local_experts=4, num_experts_per_tok=2),
+        dict(ATTENTION_STUDENT, intermediate_size=48, num_local_experts=2),
+        "num_local_experts",
+        "intermediate_size",
+        "model.layers.{layer}.block_sparse_moe.gate.weight",
+        "model.layers.{layer}.block_sparse_moe.experts.{expert}.{proj}.weight",
+        ("w1", "w3", "w2"),
+    ),
+    "olmoe": MoeFamily(
+        tf.OlmoeConfig,
+        tf.OlmoeForCausalLM,
+        dict(
+            ATTENTION,
+            intermediate_size=96,
+            num_experts=4,
+            num_experts_per_tok=2,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+        ),  # fmt: skip
+        dict(ATTENTION_STUDENT, intermediate_size=48, num_experts=2),
+        "num_experts",
+        "intermediate_size",
+        "model.layers.{layer}.mlp.gate.weight",
+        "model.layers.{layer}.mlp.experts.{expert}.{proj}.weight",
+        ("gate_proj", "up_proj", "down_proj"),
+    ),
+    "qwen2_moe": MoeFamily(
+        tf.Qwen2MoeConfig,
+        tf.Qwen2MoeForCausalLM,
+        dict(
+            ATTENTION,
+            intermediate_size=96,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=48,
+            num_experts=4,
+            num_experts_per_tok=2,
+        ),  # fmt: skip
+        dict(ATTENTION_STUDENT, moe_intermediate_size=16, shared_expert_intermediate_size=24, num_experts=2),
+        "num_experts",
+        "moe_intermediate_size",
+        "model.layers.{layer}.mlp.gate.weight",
+        "model.layers.{layer}.mlp.experts.{expert}.{proj}.weight",
+        ("gate_proj", "up_proj", "down_proj"),
+        shared=True,
+    ),
+    "qwen3_moe": MoeFamily(
+        tf.Qwen3MoeConfig,
+        tf.Qwen3MoeForCausalLM,
+        dict(
+            ATTENTION, head_dim=16, intermediate_size=96, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2
+        ),  # fmt: skip
+        dict(ATTENTION_STUDENT, moe_intermediate_size=16, num_local_experts=2),
+        "num_local_experts",  # transformers 5 writes Qwen3-MoE's num_experts under this name
+        "moe_intermediate_size",
+        "model.layers.{layer}.mlp.gate.weight",
+        "model.layers.{layer}.mlp.experts.{expert}.{proj}.weight",
+        ("gate_proj", "up_proj", "down_proj"),
+    ),
+}
+STRATEGIES = ("uniform", "first", "random", "magnitude")
+
+
+def build_teacher(folder: Path, family: MoeFamily) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = family.model_class(family.config_class(**family.teacher)).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def set_args(changes: dict[str, Any]) -> list[str]:
+    return [arg for key, value in changes.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+
+
+def init(teacher_dir: Path, out: Path, *args: Any) -> dict[str, Any]:
+    result = run_cli("init", "-t", teacher_dir, "-o", out, "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def load_clean(family: MoeFamily, folder: Path) -> torch.nn.Module:
+    model, info = family.model_class.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"], info
+    assert not info["unexpected_keys"], info
+    assert not info["mismatched_keys"], info
+    assert not info.get("error_msgs"), info
+    return model.eval()
+
+
+def input_ids() -> torch.Tensor:
+    return torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(1))
+
+
+def indices(selection: dict[str, Any]) -> torch.Tensor:
+    """A report axis's kept teacher indices."""
+    if selection["rule"] == "indices":
+        return torch.tensor(selection["indices"])
+    if selection["rule"] == "copy":
+        return torch.arange(selection["teacher"])
+    return selection["start"] + selection["step"] * torch.arange(selection["student"])
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folders = {}
+    for name, family in FAMILIES.items():
+        folders[name] = tmp_path_factory.mktemp(name) / "teacher"
+        build_teacher(folders[name], family)
+    return folders
+
+
+# ------------------------------------------------------------- 1. every family, every element strategy
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_moe_student_loads_runs_and_verifies(tmp_path: Path, teachers: dict[str, Path], name: str, strategy: str):
+    family, teacher_dir, out = FAMILIES[name], teachers[name], tmp_path / "student"
+    report = init(teacher_dir, out, *set_args(family.student), "--elements", strategy)
+    assert report["path"] == name
+    model = load_clean(family, out)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids()).logits
+    assert tuple(logits.shape) == (2, 5, VOCAB)
+    assert torch.isfinite(logits).all()
+    written = json.loads((out / "config.json").read_text())
+    for key, value in family.student.items():
+        assert written[key] == value, key
+    assert getattr(model.config, family.experts_key) == 2
+    verified = run_cli("verify", "--teacher", teacher_dir, "--student", out, "--json")
+    assert verified.exit_code == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["ok"] is True
+
+    # each student layer keeps 2 of the teacher's 4 experts, shown like a layer map
+    kept = [indices(report["axes"][f"experts[{layer}]"]).tolist() for layer in (0, 1)]
+    if strategy == "uniform":
+        assert kept == [[0, 2], [0, 2]]
+        assert report["expert_maps"] == [
+            {"layers": "0-1", "teacher_experts": 4, "kept": [0, 2], "summary": "0,2 of 4", "picture": "■□■□"}
+        ]
+    elif strategy == "first":
+        assert kept == [[0, 1], [0, 1]]
+    for m in report["expert_maps"]:
+        assert len(m["kept"]) == 2 and m["teacher_experts"] == 4
+
+
+def test_random_experts_repeat_with_the_seed_and_are_chosen_per_layer(tmp_path: Path, teachers: dict[str, Path]):
+    family = FAMILIES["mixtral"]
+    args = [*set_args(family.student), "--elements", "random", "--seed", "3"]
+    first = init(teachers["mixtral"], tmp_path / "a", *args)
+    again = init(teachers["mixtral"], tmp_path / "b", *args)
+    assert first["axes"]["experts[0]"] == again["axes"]["experts[0]"]
+    assert first["expert_maps"] == again["expert_maps"]
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_the_report_shows_each_layer_groups_kept_experts(tmp_path: Path, teachers: dict[str, Path]) -> None:
+    family = FAMILIES["olmoe"]
+    result = run_cli("inspect", "-t", teachers["olmoe"], *set_args(family.student), "--report", tmp_path / "r.md")
+    assert result.exit_code == 0, result.stderr
+    assert "experts of layers 0-1: ■□■□  0,2 of 4" in result.stderr
+    assert "- experts of layers 0-1: 0,2 of 4" in (tmp_path / "r.md").read_text()
+
+
+# -------------------------------------------------- 2. all experts, fewer layers: the cut teacher exactly
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_all_experts_fewer_layers_equals_the_cut_teacher(tmp_path: Path, name: str) -> None:
+    family = FAMILIES[name]
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    teacher = build_teacher(teacher_dir, family)
+    report = init(teacher_dir, out, "--set", "num_hidden_layers=2")
+    assert report["expert_maps"] == [
+        {"layers": "0-1", "teacher_experts": 4, "kept": [0, 1, 2, 3], "summary": "0-3 of 4", "picture": "■■■■"}
+    ]
+    student = load_clean(family, out)
+    teacher.model.layers = teacher.model.layers[:2]
+    teacher.config.num_hidden_layers = 2
+    if getattr(teacher.config, "layer_types", None):
+        teacher.config.layer_types = teacher.config.layer_types[:2]
+    with torch.no_grad():
+        expected = teacher(input_ids=input_ids(), use_cache=False).logits
+        actual = student(input_ids=input_ids(), use_cache=False).logits
+    torch.testing.assert_close(actual, expected, atol=0, rtol=0)
+    t_state, s_state = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(s_state) == {k for k in t_state if ".layers.2." not in k and ".layers.3." not in k}
+    for key, value in s_state.items():
+        assert torch.equal(value, t_state[key]), key
+
+
+# ------------------------------------------- 3. fewer experts: the router rows are the kept experts' rows
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_fewer_experts_route_only_to_the_kept_experts(
+    tmp_path: Path, teachers: dict[str, Path], name: str, strategy: str
+) -> None:
+    """Student router row j is the teacher's row of kept expert j (over the kept hidden dims), so each token
+    is routed among the kept experts only, by the teacher's own scores for them; student expert j is the
+    teacher's expert kept[j], every expert of a layer cut by the layer's one `mlp[i]` selection."""
+    family, teacher_dir, out = FAMILIES[name], teachers[name], tmp_path / "student"
+    report = init(teacher_dir, out, *set_args(family.student), "--elements", strategy)
+    axes = report["axes"]
+    teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    hidden = indices(axes["hidden"])
+    gate, up, down = family.projections
+    for layer in (0, 1):  # first-N layers: student layer i is teacher layer i
+        kept = indices(axes[f"experts[{layer}]"])
+        assert len(kept) == 2 and kept.tolist() == sorted(kept.tolist())
+        mlp = indices(axes[f"mlp[{layer}]"])
+        router = family.router.format(layer=layer)
+        t_router, s_router = teacher[router], student[router]  # [experts, hidden]
+        assert s_router.shape == (2, 32)
+        for j, e in enumerate(kept.tolist()):
+            for k, h in enumerate(hidden.tolist()):
+                assert s_router[j, k] == t_router[e, h], (layer, j, k)
+        for j, e in enumerate(kept.tolist()):
+            s_name = family.expert.format(layer=layer, expert=j, proj="{}")
+            t_name = family.expert.format(layer=layer, expert=e, proj="{}")
+            for proj in (gate, up):
+                assert torch.equal(student[s_name.format(proj)], teacher[t_name.format(proj)][mlp][:, hidden])
+            assert torch.equal(student[s_name.format(down)], teacher[t_name.format(down)][hidden][:, mlp])
+        assert family.expert.format(layer=layer, expert=2, proj=gate) not in student
+        if family.shared:
+            shared = indices(axes[f"shared_mlp[{layer}]"])
+            p = f"model.layers.{layer}.mlp."
+            for proj in ("gate_proj", "up_proj"):
+                t_weight = teacher[f"{p}shared_expert.{proj}.weight"]
+                assert torch.equal(student[f"{p}shared_expert.{proj}.weight"], t_weight[shared][:, hidden])
+            t_down = teacher[p + "shared_expert.down_proj.weight"]
+            assert torch.equal(student[p + "shared_expert.down_proj.weight"], t_down[hidden][:, shared])
+            t_gate = teacher[p + "shared_expert_gate.weight"]  # [1, hidden]: the shared expert's one-row gate
+            assert torch.equal(student[p + "shared_expert_gate.weight"], t_gate[:, hidden])
+
+    # and in transformers: the student's router, given the teacher's hidden states restricted to the kept
+    # dims, scores exactly the kept experts as the teacher's router does
+    model = load_clean(family, out)
+    x = torch.randn(7, 32, generator=torch.Generator().manual_seed(2))
+    router_weight = model.model.layers[0].mlp.gate.weight  # transformers 5 names every family's block `mlp`
+    t_router = teacher[family.router.format(layer=0)]
+    kept = indices(axes["experts[0]"])
+    assert torch.equal(router_weight.detach(), t_router[kept][:, hidden])
+    s_logits, t_logits = x @ router_weight.T, x @ t_router[:, hidden].T  # [tokens, 2], [tokens, 4]
+    torch.testing.assert_close(s_logits, t_logits[:, kept])  # equal up to the matmul's rounding
+    top = kept[s_logits.topk(2).indices]  # each token's experts, as teacher expert ids
+    assert set(top.flatten().tolist()) <= set(kept.tolist())
+
+
+# ------------------------------------------------------------------------------------ 4. refusals
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_more_experts_per_token_than_experts_is_refused(tmp_path: Path, teachers: dict[str, Path], name: str) -> None:
+    family, out = FAMILIES[name], tmp_path / "student"
+    result = run_cli("init", "-t", teachers[name], "-o", out, "--set", f"{family.experts_key}=1")
+    assert result.exit_code != 0
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.endswith(
+        f"student num_experts_per_tok = 2 is more than its {family.experts_key} = 1; "
+        f"pass --set num_experts_per_tok=1 or less, or keep {family.experts_key} at 2 or more"
+    ), line
+    assert not out.exists()
+    ok = run_cli("init", "-t", teachers[name], "-o", out, "-q", "--set", f"{family.experts_key}=1",
+                 "--set", "num_experts_per_tok=1")  # fmt: skip
+    assert ok.exit_code == 0, ok.stderr
+    load_clean(family, out)
+
+
+def test_more_experts_than_the_teacher_is_refused(tmp_path: Path, teachers: dict[str, Path]) -> None:
+    result = run_cli("init", "-t", teachers["mixtral"], "-o", tmp_path / "s", "--set", "num_local_experts=8")
+    assert result.exit_code != 0
+    assert "student experts (num_local_experts) is 8 but the teacher's is 4" in result.stderr
+    assert "pass --set num_local_experts=4 or less" in result.stderr
+
+
+def test_a_per_expert_template_needs_layers_and_an_expert_count(tmp_path: Path) -> None:
+    from importlib import resources
+
+    from wsel.arch.families import load_family
+    from wsel.errors import ArchDataError
+
+    doc = json.loads((resources.files("wsel.arch") / "mixtral.json").read_text())
+    del doc["sizes"]["experts"]
+    del doc["tensors"]["{p}layers.{layer}.block_sparse_moe.gate.weight"]  # the router's dim names experts itself
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ArchDataError, match=r"\{expert\} needs \{layer\} in the name and an experts entry in sizes"):
+        load_family(path)
