@@ -333,3 +333,56 @@ def test_a_per_expert_template_needs_layers_and_an_expert_count(tmp_path: Path) 
     path.write_text(json.dumps(doc))
     with pytest.raises(ArchDataError, match=r"\{expert\} needs \{layer\} in the name and an experts entry in sizes"):
         load_family(path)
+
+
+# ------------------------------------- 5. teachers stored fused, as transformers 5 holds experts in memory
+
+
+def save_fused(teacher_dir: Path, family: MoeFamily, folder: Path) -> None:
+    """The teacher's in-memory state dict as it is (`mlp.experts.gate_up_proj` [experts, gate|up, hidden],
+    `mlp.experts.down_proj` [experts, hidden, mlp]), which transformers 5 also loads from a file."""
+    from safetensors.torch import save_file
+
+    model = family.model_class.from_pretrained(teacher_dir)
+    folder.mkdir()
+    (folder / "config.json").write_bytes((teacher_dir / "config.json").read_bytes())
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    assert any(k.endswith("mlp.experts.gate_up_proj") for k in state)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("options", [(), ("--rescale",), ("--elements", "random")])
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_a_fused_teacher_gives_the_same_student(
+    tmp_path: Path, teachers: dict[str, Path], name: str, options: tuple[str, ...]
+) -> None:
+    """The same student, written fused: the router and both stacks keep the same experts, gate and up rows
+    block by block with the layer's one `mlp[i]`, so transformers computes the same logits as from the
+    per-expert student (and --rescale scales each expert's input dim, as per expert)."""
+    family = FAMILIES[name]
+    fused_dir = tmp_path / "fused"
+    save_fused(teachers[name], family, fused_dir)
+    args = [*set_args(family.student), *options]
+    per_expert = init(teachers[name], tmp_path / "a", *args)
+    fused = init(fused_dir, tmp_path / "b", *args)
+    assert fused["expert_maps"] == per_expert["expert_maps"]
+    assert fused["axes"] == per_expert["axes"]
+    gate_up = next(t for t in fused["tensors"] if t["name"] == "model.layers.0.mlp.experts.gate_up_proj")
+    assert gate_up["shape"] == [2, 2 * family.student[family.mlp_key], 32]
+    assert gate_up["dims"][0]["axis"] == "experts[0]"
+    assert gate_up["dims"][1]["axis"] == "mlp[0] | mlp[0]"
+    a, b = load_clean(family, tmp_path / "a"), load_clean(family, tmp_path / "b")
+    with torch.no_grad():
+        torch.testing.assert_close(b(input_ids=input_ids()).logits, a(input_ids=input_ids()).logits, atol=0, rtol=0)
+    assert run_cli("verify", "--teacher", fused_dir, "--student", tmp_path / "b").exit_code == 0
+
+
+def test_a_fused_teacher_under_magnitude_loads_and_verifies(tmp_path: Path, teachers: dict[str, Path]) -> None:
+    family = FAMILIES["qwen2_moe"]
+    fused_dir = tmp_path / "fused"
+    save_fused(teachers["qwen2_moe"], family, fused_dir)
+    report = init(fused_dir, tmp_path / "s", *set_args(family.student), "--elements", "magnitude")
+    assert all(len(m["kept"]) == 2 for m in report["expert_maps"])
+    with torch.no_grad():
+        assert torch.isfinite(load_clean(family, tmp_path / "s")(input_ids=input_ids()).logits).all()
+    assert run_cli("verify", "--teacher", fused_dir, "--student", tmp_path / "s").exit_code == 0

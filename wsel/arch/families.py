@@ -89,8 +89,15 @@ class Architecture:
         return next(t for t in self.templates if t.pattern == pattern)
 
     def input_dim(self, template: Template) -> int | None:
-        """The dim a weight multiplies its input along (None: no product, e.g. norms, biases, embeddings)."""
-        if len(template.dims) < 2 or not template.pattern.endswith("weight") or template.pattern in self.embeddings:
+        """The dim a weight multiplies its input along (None: no product, e.g. norms, biases, embeddings).
+
+        A stack of experts' weights (`[experts, out, in]`, as transformers 5 fuses them: `experts.down_proj`,
+        no `.weight` suffix) is one [out, in] weight per expert."""
+        if template.pattern in self.embeddings:
+            return None
+        if len(template.dims) == 3 and template.dims[0].axes == ["experts"]:
+            return 2
+        if len(template.dims) < 2 or not template.pattern.endswith("weight"):
             return None
         return 0 if template.pattern in self.in_out_weights else 1
 
