@@ -351,14 +351,15 @@ def save_fused(teacher_dir: Path, family: MoeFamily, folder: Path) -> None:
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
 
 
-@pytest.mark.parametrize("options", [(), ("--rescale",), ("--elements", "random")])
+@pytest.mark.parametrize("options", [(), ("--rescale",), ("--elements", "random"), ("--elements", "magnitude")])
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_a_fused_teacher_gives_the_same_student(
     tmp_path: Path, teachers: dict[str, Path], name: str, options: tuple[str, ...]
 ) -> None:
     """The same student, written fused: the router and both stacks keep the same experts, gate and up rows
     block by block with the layer's one `mlp[i]`, so transformers computes the same logits as from the
-    per-expert student (and --rescale scales each expert's input dim, as per expert)."""
+    per-expert student (and --rescale scales each expert's input dim, as per expert). Under magnitude both
+    forms score every teacher expert: the same experts and the same `mlp[i]` are kept."""
     family = FAMILIES[name]
     fused_dir = tmp_path / "fused"
     save_fused(teachers[name], family, fused_dir)
@@ -386,3 +387,24 @@ def test_a_fused_teacher_under_magnitude_loads_and_verifies(tmp_path: Path, teac
     with torch.no_grad():
         assert torch.isfinite(load_clean(family, tmp_path / "s")(input_ids=input_ids()).logits).all()
     assert run_cli("verify", "--teacher", fused_dir, "--student", tmp_path / "s").exit_code == 0
+
+
+def test_magnitude_keeps_the_experts_with_the_largest_weights(tmp_path: Path, teachers: dict[str, Path]) -> None:
+    """An expert's score is its router row plus all of its weights: experts 1 and 3 made 10x larger are the ones
+    kept, in every layer; and each layer's `mlp[i]` is scored over every teacher expert."""
+    from safetensors.torch import save_file
+
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    (teacher_dir / "config.json").write_bytes((teachers["mixtral"] / "config.json").read_bytes())
+    state = load_file(teachers["mixtral"] / "model.safetensors")
+    for name in state:
+        if ".experts.1." in name or ".experts.3." in name:
+            state[name] = state[name] * 10
+    save_file(state, teacher_dir / "model.safetensors", metadata={"format": "pt"})
+    family = FAMILIES["mixtral"]
+    report = init(teacher_dir, tmp_path / "s", *set_args(family.student), "--elements", "magnitude")
+    assert report["expert_maps"] == [
+        {"layers": "0-1", "teacher_experts": 4, "kept": [1, 3], "summary": "1,3 of 4", "picture": "□■□■"}
+    ]
+    load_clean(family, tmp_path / "s")

@@ -6,7 +6,11 @@ student will read and that sits at index j of that axis, over all tensors carryi
   reads or writes it: embeddings, projections in and out, norms and biases;
 - an MLP neuron (`mlp[i]`) aggregates the rows that produce it and the columns that consume it;
 - a head (`heads[i]`, `kv_heads[i]`) aggregates its rows of q (or k and v) and its columns of o,
-  summed over the dims of the head; a dim made of blocks (`heads*head_dim`) is split accordingly.
+  summed over the dims of the head; a dim made of blocks (`heads*head_dim`) is split accordingly;
+- an expert (`experts[i]`) aggregates its router row and every weight of the expert; the experts of a
+  layer all feed its `mlp[i]`. Experts stored one tensor each (`experts.{expert}.w1.weight`) are scored over
+  every teacher expert, not only those the first plan kept, so that a checkpoint scores as its fused form
+  (`experts.gate_up_proj` [experts, ...]) does.
 Teacher tensors are read once, in row blocks, within the same memory bound as selection.
 """
 
@@ -17,6 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from wsel.arch import Architecture, Template, all_architectures
 from wsel.axes import DimLabel, is_literal, literal_size
 from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.header import TensorInfo
@@ -28,19 +33,68 @@ def compute_scores(plan: Plan, block_bytes: int = DEFAULT_BLOCK_BYTES) -> dict[s
     """Scores per axis label of `plan` (a plan made with any strategy: only its labels are used)."""
     sizes = {name: sel.teacher_size for name, sel in plan.axes.items()}
     scores: dict[str, np.ndarray] = {}
+    experts = _ExpertTensors.of(plan)
     with TensorReader(block_bytes) as reader:
         for tensor in plan.written:
             wanted = [d for d, sel in enumerate(tensor.selections) if not sel.is_identity]
-            if not wanted or DTYPES[tensor.source.dtype].kind not in ("float", "complex"):
+            if not wanted or not _is_float(tensor.source) or experts.match(tensor.source.name) is not None:
                 continue
             per_dim = _squares_per_index(reader, tensor.source, wanted)
             for dim, values in per_dim.items():
-                for axis, axis_scores in split_label(tensor.axes[dim], values, sizes):
-                    if axis in scores:
-                        scores[axis] += axis_scores
-                    else:
-                        scores[axis] = axis_scores.copy()
+                _add(scores, split_label(tensor.axes[dim], values, sizes))
+        for info in plan.teacher.tensors.values():
+            found = experts.match(info.name)
+            if found is None or not _is_float(info) or not experts.students_of(found[1]):
+                continue  # not an expert's weight, or of a layer no student layer reads
+            template, layer, expert = found
+            per_dim = _squares_per_index(reader, info, list(range(len(info.shape))))
+            for student_layer in experts.students_of(layer):
+                for dim, values in per_dim.items():
+                    _add(scores, split_label(template.dims[dim].at_layer(student_layer), values, sizes))
+                total = np.zeros(sizes[f"experts[{student_layer}]"])  # [experts]: this expert's whole weight
+                total[expert] = per_dim[0].sum() if per_dim else 0.0
+                _add(scores, [(f"experts[{student_layer}]", total)])
     return scores
+
+
+def _is_float(info: TensorInfo) -> bool:
+    return DTYPES[info.dtype].kind in ("float", "complex")
+
+
+def _add(scores: dict[str, np.ndarray], parts: list[tuple[str, np.ndarray]]) -> None:
+    for axis, axis_scores in parts:
+        if axis in scores:
+            scores[axis] += axis_scores
+        else:
+            scores[axis] = axis_scores.copy()
+
+
+class _ExpertTensors:
+    """The teacher tensors stored one per expert (templates with `{expert}`) of a plan's architecture, and the
+    student layers that read each teacher layer."""
+
+    def __init__(self, arch: Architecture | None, plan: Plan) -> None:
+        templates = [t for t in arch.templates if t.per_expert] if arch is not None else []
+        self.regexes = [(t, t.regex(prefix)) for t in templates for prefix in arch.prefixes] if arch else []
+        self.layers: dict[int, list[int]] = {}  # teacher layer → the student layers that read it
+        for layer_map in plan.layer_maps if self.regexes else ():
+            for student, teacher in layer_map.mapping:
+                self.layers.setdefault(teacher, []).append(student)
+
+    @classmethod
+    def of(cls, plan: Plan) -> _ExpertTensors:
+        return cls(next((a for a in all_architectures() if a.name == plan.path), None), plan)
+
+    def match(self, name: str) -> tuple[Template, int, int] | None:
+        """(template, teacher layer, expert) of a per-expert teacher tensor; None for any other."""
+        for template, regex in self.regexes:
+            m = regex.match(name)
+            if m is not None:
+                return template, int(m.group("layer")), int(m.group("expert"))
+        return None
+
+    def students_of(self, layer: int) -> list[int]:
+        return self.layers.get(layer, [])
 
 
 def _squares_per_index(reader: TensorReader, info: TensorInfo, dims: list[int]) -> dict[int, np.ndarray]:
