@@ -408,3 +408,26 @@ def test_magnitude_keeps_the_experts_with_the_largest_weights(tmp_path: Path, te
         {"layers": "0-1", "teacher_experts": 4, "kept": [1, 3], "summary": "1,3 of 4", "picture": "□■□■"}
     ]
     load_clean(family, tmp_path / "s")
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_flat_attention_keeps_the_experts_axis(tmp_path: Path, teachers: dict[str, Path], name: str) -> None:
+    """`--attention flat` selects dims by size, but the router's rows still follow the `experts[i]` axis that
+    picks the per-expert tensors (by size, a random router would keep other rows than the experts kept)."""
+    family, out = FAMILIES[name], tmp_path / "student"
+    args = [*set_args(family.student), "--attention", "flat", "--elements", "random", "--seed", "5"]
+    report = init(teachers[name], out, *args)
+    teacher, student = load_file(teachers[name] / "model.safetensors"), load_file(out / "model.safetensors")
+    entries = {t["name"]: t for t in report["tensors"]}
+    for layer in (0, 1):
+        kept = indices(report["axes"][f"experts[{layer}]"])
+        router = entries[family.router.format(layer=layer)]
+        assert router["dims"][0]["axis"] == f"experts[{layer}]"
+        hidden = indices(router["dims"][1])
+        t_router = teacher[family.router.format(layer=layer)]
+        assert torch.equal(student[family.router.format(layer=layer)], t_router[kept][:, hidden])
+        for j, e in enumerate(kept.tolist()):
+            s_name = family.expert.format(layer=layer, expert=j, proj=family.projections[0])
+            assert entries[s_name]["teacher"] == family.expert.format(layer=layer, expert=e, proj=family.projections[0])
+    load_clean(family, out)
+    assert run_cli("verify", "--teacher", teachers[name], "--student", out).exit_code == 0

@@ -104,7 +104,9 @@ class AxisSelector:
         and its concrete axis label."""
         t, s = dim.size(self.teacher), dim.size(self.student)
         axes = dim.axes
-        protected = any(AXIS_KINDS[a] in ("equal", "truncate") for a in axes)
+        # `flat` knows dims by size; vocabularies, positions and experts keep their axes (experts: per-expert
+        # tensors follow the `experts[i]` axis, so the router's rows must too)
+        protected = any(AXIS_KINDS[a] in ("equal", "truncate", "experts") for a in axes)
         if self.attention == "flat" and not protected:
             name = size_label(t, s)  # the paper's rule knows dims by size only
             if name not in self.chosen:
