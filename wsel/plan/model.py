@@ -68,6 +68,7 @@ class Plan:
     path: str  # how it was planned: "generic", a name set ("timm_vit") or an architecture ("llama")
     warnings: tuple[str, ...] = ()
     folder_files: FolderFiles | None = None  # config.json and tokenizer files beside a folder output
+    checks: tuple[str, ...] = ()  # config-driven generic path: what was checked against the student's config
 
     @property
     def tensors(self) -> tuple[WrittenTensor | ExcludedTensor, ...]:
