@@ -270,3 +270,17 @@ def test_refuses_a_stack_deeper_than_the_teacher(tmp_path: Path, teachers: dict[
         f"{source}: student decoder_layers is 6 but the teacher has 4 layers in 'model.decoder.layers'; a student "
         "cannot be deeper than its teacher: pass --set decoder_layers=4 or less",
     )
+
+
+def test_report_says_which_checks_passed(tmp_path: Path, teachers: dict[str, Path]) -> None:
+    out = tmp_path / "student"
+    result = run_cli("init", "-t", teachers["t5"], "-o", out, "--json", *set_args(STUDENTS["t5"]))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["checks"] == [
+        "dims: 82 of 82 equal a config value (or heads × a per-head size) and take the student's; 0 are stated "
+        "by no config value and are kept at the teacher's size, unchecked",
+        "layers: decoder.block keeps 2 of 4 (num_decoder_layers = 2)",
+        "layers: encoder.block keeps 2 of 4 (num_layers = 2)",
+    ]
+    table = run_cli("inspect", "-t", teachers["t5"], *set_args(STUDENTS["t5"])).stderr
+    assert "checked: layers: decoder.block keeps 2 of 4 (num_decoder_layers = 2)\n" in table

@@ -102,6 +102,8 @@ def render(console: Console, report: dict[str, Any]) -> None:
         _print(console, f"layers {m['group']}: {m['picture']}  {m['summary']}")
     for m in report.get("expert_maps", []):
         _print(console, f"experts of layers {m['layers']}: {m['picture']}  {m['summary']}")
+    for check in report.get("checks", []):
+        _print(console, f"checked: {check}")
     for warning in report["warnings"]:
         _print(console, f"warning: {warning}", "yellow")
     if "search" in report:
@@ -273,6 +275,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"- {format_line(report['teacher'])}"] if "format" in report["teacher"] else []
     lines += [f"- layers `{m['group']}`: {m['summary']}" for m in report["layer_maps"]]
     lines += [f"- experts of layers {m['layers']}: {m['summary']}" for m in report.get("expert_maps", [])]
+    lines += [f"- checked: {c}" for c in report.get("checks", [])]
     lines += [f"- warning: {w}" for w in report["warnings"]]
     if "search" in report:
         lines += ["", f"## {search_title(report['search'])}", "", "| " + " | ".join(SEARCH_COLUMNS) + " |",

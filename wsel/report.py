@@ -47,6 +47,7 @@ def plan_report(plan: Plan, stats: Stats | None, command: str) -> dict[str, Any]
         "tensors": [_tensor_entry(t, plan.axes) for t in plan.tensors],
         "excluded": [t.name for t in plan.excluded],
         "warnings": [*teacher.notes, *plan.warnings],
+        **({"checks": list(plan.checks)} if plan.checks else {}),  # config-driven generic path only
         "totals": {
             "tensors_written": len(written),
             "parameters": sum(t.numel for t in written),
