@@ -146,3 +146,22 @@ def test_the_readme_example_runs_as_written(capsys: pytest.CaptureFixture[str]) 
     exec(compile(code, "README.md", "exec"), {})
     said = re.search(r"# (\d+) (\d+) (\d+):", code)
     assert said is not None and capsys.readouterr().out == " ".join(said.groups()) + "\n"
+
+
+def test_a_mixture_of_experts_keeps_the_experts_it_is_given(tmp_path: Path) -> None:
+    """Experts are not searched: the teacher's count, or the one set; counts stay exact (every expert counted)."""
+    folder = tmp_path / "mixtral"
+    config = tf.MixtralConfig(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                              num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                              num_experts_per_tok=2)  # fmt: skip
+    tf.MixtralForCausalLM(config).save_pretrained(folder)
+    for sets, experts in (((), 4), (("num_local_experts=2",), 2)):
+        search = wsel.search_students(folder, "40%", sets=sets)
+        first = search.candidates[0]
+        out = tmp_path / f"student-{experts}"
+        wsel.write_student(
+            wsel.build_plan(folder, sets=[*sets, *(f"{k}={v}" for k, v in first.sets.items())]), f"{out}/"
+        )
+        model, info = tf.MixtralForCausalLM.from_pretrained(out, output_loading_info=True)
+        assert not any(info.values()) and model.config.num_local_experts == experts
+        assert model.num_parameters() == first.parameters
