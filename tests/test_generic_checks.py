@@ -1,5 +1,5 @@
 """The config-driven generic path checks what it writes against the student's own config: a family wsel has
-no data for (T5, BART, CLIP, Whisper, Cohere2) is either written so that transformers loads it with no
+no data for (T5, BART, OWL-ViT, Whisper, Cohere2) is either written so that transformers loads it with no
 missing, unexpected or mismatched keys, or refused in one line before anything is written."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _bart() -> Any:
     )
 
 
-def _clip() -> Any:
+def _owlvit() -> Any:  # CLIP's layout (wsel's clip.json claims clip only)
     text = {
         "vocab_size": 64,
         "hidden_size": 24,
@@ -60,7 +60,9 @@ def _clip() -> Any:
         "image_size": 32,
         "patch_size": 8,
     }
-    return transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=20))
+    return transformers.OwlViTModel(
+        transformers.OwlViTConfig(text_config=text, vision_config=vision, projection_dim=20)
+    )
 
 
 def _whisper() -> Any:
@@ -103,7 +105,7 @@ def _cohere2() -> Any:
     )
 
 
-TEACHERS = {"t5": _t5, "bart": _bart, "clip": _clip, "whisper": _whisper, "cohere2": _cohere2}
+TEACHERS = {"t5": _t5, "bart": _bart, "owlvit": _owlvit, "whisper": _whisper, "cohere2": _cohere2}
 
 # Half-size students by --set: half the width, heads and depth of every stack.
 STUDENTS: dict[str, dict[str, Any]] = {
@@ -117,7 +119,7 @@ STUDENTS: dict[str, dict[str, Any]] = {
         "encoder_layers": 2,
         "decoder_layers": 2,
     },
-    "clip": {
+    "owlvit": {
         f"{stack}_config.{key}": value
         for stack in ("text", "vision")
         for key, value in (
@@ -218,7 +220,7 @@ def test_checks_name_what_was_checked(teachers: dict[str, Path]) -> None:
         "layers: model.layers keeps 2 of 4 (num_hidden_layers = 2)",
         "config: layer_types follows the kept layers (2 of 4)",
     )
-    plan = wsel.build_plan(wsel.open_teacher(teachers["clip"]), sets=STUDENTS["clip"])
+    plan = wsel.build_plan(wsel.open_teacher(teachers["owlvit"]), sets=STUDENTS["owlvit"])
     assert plan.checks[1:] == (
         "layers: text_model.encoder.layers keeps 2 of 4 (text_config.num_hidden_layers = 2)",
         "layers: vision_model.encoder.layers keeps 2 of 4 (vision_config.num_hidden_layers = 2)",

@@ -52,11 +52,29 @@ AXIS_KINDS: dict[str, AxisKind] = {
     "registers": "equal",
     "kernel": "equal",
     "positions": "truncate",
+    "projection": "width",  # a two-tower model's shared embedding space (CLIP's projection_dim)
 }
 # chosen per layer (identical under uniform selection); the experts a layer keeps all share its one `mlp[i]`
 PER_LAYER_AXES = ("mlp", "heads", "kv_heads", "experts", "shared_mlp")
 
 Block = tuple[str, ...]  # a product of factors, outermost first (or one integer literal)
+
+
+def base_axis(axis: str) -> str:
+    """The axis without its stack: a model of several stacks (CLIP's text and vision towers) names each
+    stack's axes `text.hidden`, `vision.heads`, ...; each is its own axis of the base axis's kind."""
+    return axis.rpartition(".")[2]
+
+
+def stack_of(axis: str) -> str:
+    """The stack qualifier of an axis, with its dot (`text.` for `text.hidden`), or `` for unqualified axes."""
+    stack, dot, _ = axis.rpartition(".")
+    return stack + dot
+
+
+def kind_of(axis: str) -> AxisKind | None:
+    """The kind of an abstract axis, qualified by a stack or not (`text.vocab` → equal); None if unknown."""
+    return AXIS_KINDS.get(base_axis(axis))
 
 
 def is_literal(factor: str) -> bool:
@@ -66,12 +84,12 @@ def is_literal(factor: str) -> bool:
 
 def axis_name(axis: str, layer: int | None) -> str:
     """`mlp[3]` for per-layer axes, plain names otherwise."""
-    return f"{axis}[{layer}]" if axis in PER_LAYER_AXES and layer is not None else axis
+    return f"{axis}[{layer}]" if base_axis(axis) in PER_LAYER_AXES and layer is not None else axis
 
 
 def axis_kind(factor: str) -> AxisKind | None:
     """The kind of the axis a label factor names (`hidden@2` → width), or None for literals and size labels."""
-    return AXIS_KINDS.get(factor.split("@")[0].split("[")[0])
+    return kind_of(factor.split("@")[0].split("[")[0])
 
 
 def size_label(teacher: int, student: int) -> str:
@@ -129,7 +147,7 @@ def parse_dim(text: str) -> DimLabel:
     label = DimLabel.parse(text)
     for factors in label.blocks:
         for f in factors:
-            if not (is_literal(f) or f in AXIS_KINDS):
+            if not (is_literal(f) or kind_of(f) is not None):
                 raise ValueError(f"unknown axis {f!r} in dim {text!r}")
         # A literal inside a product repeats what follows it within each index of what precedes it:
         # `heads*3*head_dim` is GPT-NeoX's fused rows, q|k|v of head 0, then of head 1, ... A product

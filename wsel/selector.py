@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wsel import select
-from wsel.axes import AXIS_KINDS, DimLabel, axis_name, compose, is_literal, size_label
+from wsel.axes import DimLabel, axis_name, base_axis, compose, is_literal, kind_of, size_label, stack_of
 from wsel.errors import PlanError
 from wsel.options import Attention
 from wsel.select import Selection
@@ -69,35 +69,37 @@ class AxisSelector:
     def _choose(self, axis: str, layer: int | None) -> Selection:
         name = axis_name(axis, layer)
         t, s = self.teacher[_size_key(axis)], self.student[_size_key(axis)]
-        kind = AXIS_KINDS[axis]
+        kind, stack = kind_of(axis), stack_of(axis)  # a stack's heads follow its own key/value heads
         if kind == "equal":
             return select.identity(t)
         if kind == "truncate":
             return Selection(t, 0, 1, s)
-        if axis == "heads":
-            return self._query_heads(layer)
-        mha = self.teacher["heads"] == self.teacher["kv_heads"]
-        if axis == "kv_heads" and mha and self.elements.name == "magnitude" and name not in self.elements.scores:
+        if base_axis(axis) == "heads":
+            return self._query_heads(stack, layer)
+        unscored = self.elements.name == "magnitude" and name not in self.elements.scores
+        if base_axis(axis) == "kv_heads" and unscored and self.teacher[stack + "heads"] == t:
             # multi-head attention stored per head (GPT-NeoX's heads*3*head_dim): no tensor labels kv_heads,
             # and each key/value head is its query head, ranked by the scores of `heads`
-            return self.elements.choose(axis_name("heads", layer), t, s)
-        if axis == "head_dim" and self.rotary_fraction is not None and s != t:
+            return self.elements.choose(axis_name(stack + "heads", layer), t, s)
+        if base_axis(axis) == "head_dim" and self.rotary_fraction is not None and s != t:
             return rope_head_dim(t, s, self.rotary_fraction)  # a structural constraint: no strategy applies
         return self.elements.choose(name, t, s)
 
-    def _query_heads(self, layer: int | None) -> Selection:
-        """GQA: the kept key/value heads first, then within each kept group the query heads it serves."""
-        group_t = self.teacher["heads"] // self.teacher["kv_heads"]
-        group_s = self.student["heads"] // self.student["kv_heads"]
-        kv = self.axis("kv_heads", layer).indices()  # [student kv heads]
-        name = axis_name("heads", layer)
+    def _query_heads(self, stack: str, layer: int | None) -> Selection:
+        """GQA: the kept key/value heads first, then within each kept group the query heads it serves (of one
+        stack: `stack` is `` or a qualifier such as `text.`)."""
+        heads_t = self.teacher[stack + "heads"]
+        group_t = heads_t // self.teacher[stack + "kv_heads"]
+        group_s = self.student[stack + "heads"] // self.student[stack + "kv_heads"]
+        kv = self.axis(stack + "kv_heads", layer).indices()  # [student kv heads]
+        name = axis_name(stack + "heads", layer)
         if self.elements.name == "magnitude":  # the best-scoring query heads of each kept group
-            scores = self.elements.score(name, self.teacher["heads"]).reshape(-1, group_t)  # [kv heads, group]
+            scores = self.elements.score(name, heads_t).reshape(-1, group_t)  # [kv heads, group]
             within = np.stack([top_indices(scores[g], group_s) for g in kv])  # [student kv heads, group_s]
         else:  # one pattern for every group
             within = self.elements.choose(f"{name}/group", group_t, group_s).indices()[None, :]
         kept = (kv[:, None] * group_t + within).ravel()
-        return select.from_indices(self.teacher["heads"], kept, origin=self.elements.name)
+        return select.from_indices(heads_t, kept, origin=self.elements.name)
 
     def dim(self, dim: DimLabel, layer: int | None) -> tuple[Selection, str, DimLabel]:
         """The Selection over one tensor dim (an architecture dim expression), how it was made (for people)
@@ -106,7 +108,7 @@ class AxisSelector:
         axes = dim.axes
         # `flat` knows dims by size; vocabularies, positions and experts keep their axes (experts: per-expert
         # tensors follow the `experts[i]` axis, so the router's rows must too)
-        protected = any(AXIS_KINDS[a] in ("equal", "truncate", "experts") for a in axes)
+        protected = any(kind_of(a) in ("equal", "truncate", "experts") for a in axes)
         if self.attention == "flat" and not protected:
             name = size_label(t, s)  # the paper's rule knows dims by size only
             if name not in self.chosen:
@@ -130,4 +132,4 @@ class AxisSelector:
 
 
 def _size_key(axis: str) -> str:
-    return "head_dim" if axis == "v_head_dim" else axis
+    return stack_of(axis) + "head_dim" if base_axis(axis) == "v_head_dim" else axis

@@ -7,17 +7,24 @@ Adding a family touches no code.
 Mixture-of-experts layers store each expert's weights under its own name (`experts.{expert}.w1.weight`, as
 Hugging Face checkpoints do): `{expert}` is the index on the layer's `experts` axis, and student expert j reads
 the teacher's j-th kept expert, as student layer i reads its teacher layer.
+
+A model of several stacks (CLIP's and SigLIP's text and vision towers) qualifies each stack's axes with its
+name: `text.hidden`, `vision.heads`, sized from its own config keys (`text_config.hidden_size`), each stack
+with its own depth (`text.layers`). A per-layer template belongs to the stack its qualified axes name (a
+template naming none, such as a norm over a shared `hidden`, to the stack of the other templates of its layer
+group), and each stack's layers are mapped on their own. Unqualified axes (`projection`) are shared.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.abc import Traversable
 
 from wsel.arch.data import data_files, read_document, string_list
-from wsel.axes import AXIS_KINDS, DimLabel, parse_dim
+from wsel.axes import AXIS_KINDS, DimLabel, base_axis, kind_of, parse_dim, stack_of
 from wsel.errors import ArchDataError
 from wsel.hfconfig import check_expression
 
@@ -49,6 +56,12 @@ class Template:
 
     pattern: str
     dims: tuple[DimLabel, ...]
+    stack: str = ""  # a per-layer template's stack qualifier (`text.`), whose `layers` it repeats over
+
+    @property
+    def group(self) -> str:
+        """The layer group a per-layer template repeats in: its name up to `.{layer}`."""
+        return self.pattern.split(".{layer}")[0]
 
     @property
     def per_layer(self) -> bool:
@@ -85,6 +98,11 @@ class Architecture:
     ignore: tuple[str, ...]  # teacher tensors (patterns) that are buffers, never written
     source: str  # the data file's name, for messages
 
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        """The stack qualifiers, one per depth in sizes: `("",)` for one stack, `("text.", "vision.")` for CLIP."""
+        return tuple(stack_of(axis) for axis in self.sizes if base_axis(axis) == "layers")
+
     def template(self, pattern: str) -> Template:
         return next(t for t in self.templates if t.pattern == pattern)
 
@@ -114,7 +132,7 @@ def load_family(path: Traversable) -> Architecture:
 
     sizes: dict[str, tuple[str, ...]] = {}
     for axis, alternatives in doc["sizes"].items():
-        if axis not in AXIS_KINDS and axis not in COUNTS:
+        if kind_of(axis) is None and base_axis(axis) not in COUNTS:
             raise fail(f"sizes: unknown axis {axis!r}; known: {', '.join(sorted(AXIS_KINDS))}")
         if not isinstance(alternatives, list) or not alternatives or not all(isinstance(a, str) for a in alternatives):
             raise fail(f"sizes.{axis}: expected a non-empty list of expressions")
@@ -124,8 +142,11 @@ def load_family(path: Traversable) -> Architecture:
             except (SyntaxError, ValueError) as e:
                 raise fail(f"sizes.{axis}: {e}") from None
         sizes[axis] = tuple(alternatives)
-    if not _REQUIRED_SIZES <= set(sizes):
-        raise fail(f"sizes must define {sorted(_REQUIRED_SIZES - set(sizes))}")
+    stacks = [stack_of(axis) for axis in sizes if base_axis(axis) == "layers"] or [""]
+    for stack in stacks:  # each stack (one, unqualified, in most families) has its own attention and depth
+        required = {stack + axis for axis in _REQUIRED_SIZES}
+        if not required <= set(sizes):
+            raise fail(f"sizes must define {sorted(required - set(sizes))}")
 
     rope = doc["rope"]
     if rope is not None and set(rope) != _ROPE_FIELDS:
@@ -142,12 +163,16 @@ def load_family(path: Traversable) -> Architecture:
         except ValueError as e:
             raise fail(f"tensors.{pattern}: {e}") from None
         for axis in {a for d in parsed for a in d.axes}:
-            if axis not in sizes and axis != "v_head_dim":
+            if axis not in sizes and base_axis(axis) != "v_head_dim":
                 raise fail(f"tensors.{pattern}: axis {axis!r} has no entry in sizes")
-        template = Template(pattern, parsed)
+        named = {stack_of(a) for d in parsed for a in d.axes} - {""}
+        if len(named) > 1 and "{layer}" in pattern:
+            raise fail(f"tensors.{pattern}: a per-layer tensor names axes of several stacks: {sorted(named)}")
+        template = Template(pattern, parsed, min(named) if named else "")
         if template.per_expert and not (template.per_layer and "experts" in sizes):
             raise fail(f"tensors.{pattern}: {{expert}} needs {{layer}} in the name and an experts entry in sizes")
         templates.append(template)
+    templates = _with_stacks(templates, stacks, fail)
     patterns = {t.pattern for t in templates}
     for key in ("embeddings", "in_out_weights"):
         for pattern in doc[key]:
@@ -172,6 +197,26 @@ def load_family(path: Traversable) -> Architecture:
         ignore=tuple(doc["ignore"]),
         source=path.name,
     )
+
+
+def _with_stacks(templates: list[Template], stacks: list[str], fail: Callable[[str], ArchDataError]) -> list[Template]:
+    """Per-layer templates with their stack: the one their axes name, else their layer group's (a group
+    belongs to one stack); a stack must have its own `layers` size."""
+    group_stack: dict[str, str] = {}
+    for t in templates:
+        if t.per_layer and t.stack:
+            if group_stack.setdefault(t.group, t.stack) != t.stack:
+                raise fail(
+                    f"tensors.{t.pattern}: layer group {t.group!r} has tensors of stacks {t.stack!r} and "
+                    f"{group_stack[t.group]!r}"
+                )
+    result = []
+    for t in templates:
+        stack = group_stack.get(t.group, "") if t.per_layer else ""
+        if t.per_layer and stack not in stacks:
+            raise fail(f"tensors.{t.pattern}: its stack has no {stack}layers entry in sizes")
+        result.append(Template(t.pattern, t.dims, stack))
+    return result
 
 
 @cache

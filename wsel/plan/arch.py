@@ -7,16 +7,18 @@ selected through the one AxisSelector, so each axis has one index set everywhere
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 
 from wsel.arch import Architecture, Template
-from wsel.axes import AXIS_KINDS
+from wsel.axes import base_axis, kind_of, stack_of
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError, SpecError
 from wsel.hfconfig import derivations, first_value, read_sizes, size_keys
 from wsel.hffolder import FolderFiles, follow_layer_map, student_config_json, with_dtype
-from wsel.layers import LayerMap, make_layer_map
+from wsel.layers import LayerMap, group_strategy, make_layer_map
 from wsel.options import PlanOptions
 from wsel.plan.base import Planner, cast_name
 from wsel.plan.model import ExcludedTensor, Plan, WrittenTensor
@@ -24,6 +26,7 @@ from wsel.plan.sizes import SizeCheck, Sizes
 from wsel.selector import AxisSelector
 from wsel.spec import ConfigStudent, StudentTensor
 
+V = TypeVar("V")
 # (template pattern, layer or None, expert or None) → teacher tensor
 TeacherTensors = dict[tuple[str, int | None, int | None], TensorInfo]
 
@@ -46,27 +49,32 @@ class ArchPlanner(Planner):
         self.t_sizes = read_sizes(arch.sizes, teacher_config.config, where)
         self.s_sizes = read_sizes(arch.sizes, student.config, student.source)
         self.keys = size_keys(arch.sizes)  # the config key users set for each axis, for messages
-        for axis in ("hidden", "layers", "heads", "kv_heads", "head_dim"):
-            for who, sizes, source in (("teacher", self.t_sizes, where), ("student", self.s_sizes, student.source)):
-                if axis not in sizes:
-                    raise SpecError(f"{source}: {who} config has no {self.keys[axis]} ({arch.name} needs it)")
-        self.s_sizes["v_head_dim"], self.t_sizes["v_head_dim"] = self.s_sizes["head_dim"], self.t_sizes["head_dim"]
+        for stack in arch.stacks:
+            for axis in (stack + a for a in ("hidden", "layers", "heads", "kv_heads", "head_dim")):
+                for who, sizes, source in (("teacher", self.t_sizes, where), ("student", self.s_sizes, student.source)):
+                    if axis not in sizes:
+                        raise SpecError(f"{source}: {who} config has no {self.keys[axis]} ({arch.name} needs it)")
+            for sizes in (self.s_sizes, self.t_sizes):
+                sizes[stack + "v_head_dim"] = sizes[stack + "head_dim"]
         rotary = None
         if arch.rope_fraction is not None:
             rotary = float(first_value(arch.rope_fraction, teacher_config.config) or 1.0)
-        check = SizeCheck(
-            Sizes(self.t_sizes, derivations(arch.sizes, teacher_config.config)),
-            Sizes(self.s_sizes, derivations(arch.sizes, student.config)),
-            self.keys,
-            student.source,
-            rotary,
-        )
-        self.warnings += check.run()
+        t_derived, s_derived = derivations(arch.sizes, teacher_config.config), derivations(arch.sizes, student.config)
+        for stack in arch.stacks:  # each stack's sizes checked on their own, by their base names
+            shared = stack == arch.stacks[0]  # unqualified axes (a two-tower model's projection) once
+            check = SizeCheck(
+                Sizes(_view(self.t_sizes, stack, shared), _view(t_derived, stack, shared)),
+                Sizes(_view(self.s_sizes, stack, shared), _view(s_derived, stack, shared)),
+                _view(self.keys, stack, shared),
+                student.source,
+                rotary,
+            )
+            self.warnings += check.run()
         self._check_routing()
 
         self.prefix = self._detect_prefix()
         self.found = self._match_teacher()
-        self.layer_map = self._layer_map()
+        self.layer_maps = self._layer_maps()
         self.selector = AxisSelector(self.t_sizes, self.s_sizes, rotary, options.attention, self.elements)
 
     def plan(self) -> Plan:
@@ -77,9 +85,10 @@ class ArchPlanner(Planner):
         for template in arch.templates:
             if template.pattern in arch.tied and student_ties:
                 continue  # the student reads this tensor from its tied embedding
-            layers: list[int | None] = list(range(self.s_sizes["layers"])) if template.per_layer else [None]
+            depth = template.stack + "layers"
+            layers: list[int | None] = list(range(self.s_sizes[depth])) if template.per_layer else [None]
             for layer in layers:
-                teacher_layer = None if layer is None else self.layer_map.teacher_index(layer)
+                teacher_layer = None if layer is None else self.layer_maps[template.stack].teacher_index(layer)
                 for expert, teacher_expert in self._experts(template, layer):
                     source = self.found.get((template.pattern, teacher_layer, teacher_expert))
                     if source is None and template.pattern in arch.tied:
@@ -94,7 +103,8 @@ class ArchPlanner(Planner):
                         written.append(self._tensor(tensor, source, template, layer))
 
         config = student_config_json(self.student.config)
-        config = follow_layer_map(config, arch.layer_lists, self.teacher_config.config, self.layer_map)
+        if "" in self.layer_maps:  # per-layer lists are top-level keys: the unqualified stack's
+            config = follow_layer_map(config, arch.layer_lists, self.teacher_config.config, self.layer_maps[""])
         config = with_dtype(config, cast_name(self.options.dtype))
         return Plan(
             teacher=self.teacher,
@@ -105,7 +115,7 @@ class ArchPlanner(Planner):
             options=self.options,
             written=self.in_storage_order(written),
             excluded=tuple(excluded),
-            layer_maps=(self.layer_map,),
+            layer_maps=tuple(self.layer_maps.values()),
             axes=dict(sorted(self.selector.chosen.items())),
             path=arch.name,
             warnings=tuple(self.warnings),
@@ -136,8 +146,12 @@ class ArchPlanner(Planner):
         t_sizes, s_sizes, keys = self.t_sizes, self.s_sizes, self.keys
         for dim in template.dims:
             for axis in dim.axes:
-                if AXIS_KINDS[axis] == "equal" and t_sizes[axis] != s_sizes[axis]:
-                    fix = f"--exclude '{tensor.name}'" if axis == "classes" else f"keep {keys[axis]}={t_sizes[axis]}"
+                if kind_of(axis) == "equal" and t_sizes[axis] != s_sizes[axis]:
+                    fix = (
+                        f"--exclude '{tensor.name}'"
+                        if base_axis(axis) == "classes"
+                        else f"keep {keys[axis]}={t_sizes[axis]}"
+                    )
                     raise PlanError(
                         f"student tensor {tensor.name!r}: {axis} ({keys[axis]}) is {s_sizes[axis]} but the teacher's "
                         f"is {t_sizes[axis]}; this axis is never subsampled: {fix}"
@@ -174,8 +188,9 @@ class ArchPlanner(Planner):
                 )
             template, m = match
             layer = int(m.group("layer")) if template.per_layer else None
-            if layer is not None and layer >= sizes["layers"]:
-                raise PlanError(f"teacher tensor {name!r} is layer {layer} but {where} says {sizes['layers']} layers")
+            depth = sizes[template.stack + "layers"] if layer is not None else 0
+            if layer is not None and layer >= depth:
+                raise PlanError(f"teacher tensor {name!r} is layer {layer} but {where} says {depth} layers")
             expert = int(m.group("expert")) if template.per_expert else None
             if expert is not None and "experts" not in sizes:
                 raise PlanError(f"teacher tensor {name!r} is expert {expert} but {where} has no {self.keys['experts']}")
@@ -196,11 +211,26 @@ class ArchPlanner(Planner):
             found[(template.pattern, layer, expert)] = info
         return found
 
-    def _layer_map(self) -> LayerMap:
-        pattern = next((t.pattern for t in self.arch.templates if t.per_layer), "layers.{layer}.")
-        group = pattern.replace("{p}", self.prefix).split(".{layer}")[0]
-        students, teachers = list(range(self.s_sizes["layers"])), list(range(self.t_sizes["layers"]))
-        return make_layer_map(group, students, teachers, self.options.layers)
+    def _layer_maps(self) -> dict[str, LayerMap]:
+        """Stack → its layer map, each stack's layers mapped on their own (explicit `--layers` lists: one per
+        group, `;`-separated in sorted group order)."""
+        groups = {}
+        for stack in self.arch.stacks:
+            pattern = next(
+                (t.pattern for t in self.arch.templates if t.per_layer and t.stack == stack), "layers.{layer}."
+            )
+            groups[stack] = pattern.replace("{p}", self.prefix).split(".{layer}")[0]
+        maps = {}
+        for stack, group in groups.items():
+            students, teachers = (
+                list(range(self.s_sizes[stack + "layers"])),
+                list(range(self.t_sizes[stack + "layers"])),
+            )
+            strategy = self.options.layers
+            if len(groups) > 1:
+                strategy = group_strategy(strategy, sorted(groups.values()), group)
+            maps[stack] = make_layer_map(group, students, teachers, strategy)
+        return maps
 
     def _ties(self) -> bool:
         """Whether the student ties its output embedding: its config says so, else the teacher's, else
@@ -212,3 +242,8 @@ class ArchPlanner(Planner):
             if isinstance(config.get(tie_key), bool):
                 return bool(config[tie_key])
         return not any((alias, None, None) in self.found for alias in self.arch.tied)
+
+
+def _view(values: dict[str, V], stack: str, shared: bool) -> dict[str, V]:
+    """One stack's entries by their base names (`text.hidden` → `hidden`), with the unqualified ones if `shared`."""
+    return {base_axis(k): v for k, v in values.items() if stack_of(k) == stack or shared and not stack_of(k)}
