@@ -1,5 +1,5 @@
 """The config-driven generic path checks what it writes against the student's own config: a family wsel has
-no data for (T5, BART, OWL-ViT, Whisper, Cohere2) is either written so that transformers loads it with no
+no data for (mT5, BART, OWL-ViT, Whisper, Cohere2) is either written so that transformers loads it with no
 missing, unexpected or mismatched keys, or refused in one line before anything is written."""
 
 from __future__ import annotations
@@ -19,10 +19,18 @@ from wsel.arch import for_model_type
 from wsel.layers import find_layer
 
 
-def _t5() -> Any:
-    return transformers.T5ForConditionalGeneration(
-        transformers.T5Config(
-            vocab_size=64, d_model=24, d_kv=6, d_ff=40, num_layers=4, num_decoder_layers=4, num_heads=4
+def _mt5() -> Any:  # T5's layout (wsel's t5.json claims t5 only), with T5's ReLU MLP and tied lm_head
+    return transformers.MT5ForConditionalGeneration(
+        transformers.MT5Config(
+            vocab_size=64,
+            d_model=24,
+            d_kv=6,
+            d_ff=40,
+            num_layers=4,
+            num_decoder_layers=4,
+            num_heads=4,
+            feed_forward_proj="relu",
+            tie_word_embeddings=True,
         )
     )
 
@@ -105,11 +113,11 @@ def _cohere2() -> Any:
     )
 
 
-TEACHERS = {"t5": _t5, "bart": _bart, "owlvit": _owlvit, "whisper": _whisper, "cohere2": _cohere2}
+TEACHERS = {"mt5": _mt5, "bart": _bart, "owlvit": _owlvit, "whisper": _whisper, "cohere2": _cohere2}
 
 # Half-size students by --set: half the width, heads and depth of every stack.
 STUDENTS: dict[str, dict[str, Any]] = {
-    "t5": {"d_model": 12, "d_ff": 20, "num_heads": 2, "num_layers": 2, "num_decoder_layers": 2},
+    "mt5": {"d_model": 12, "d_ff": 20, "num_heads": 2, "num_layers": 2, "num_decoder_layers": 2},
     "bart": {
         "d_model": 12,
         "encoder_ffn_dim": 20,
@@ -191,10 +199,10 @@ def test_half_size_student_of_a_family_without_data_loads(tmp_path: Path, teache
     assert {r.index for r in refs if r is not None} == {0, 1}  # no layer beyond the student's depth, any stack
 
 
-def test_t5_encoder_and_decoder_take_their_own_depths(tmp_path: Path, teachers: dict[str, Path]) -> None:
+def test_mt5_encoder_and_decoder_take_their_own_depths(tmp_path: Path, teachers: dict[str, Path]) -> None:
     out = tmp_path / "student"
     sets = {"d_model": 12, "d_ff": 20, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 3}
-    assert run_cli("init", "-t", teachers["t5"], "-o", out, "-q", *set_args(sets)).exit_code == 0
+    assert run_cli("init", "-t", teachers["mt5"], "-o", out, "-q", *set_args(sets)).exit_code == 0
     load_cleanly(out)
     with safe_open(out / "model.safetensors", "pt") as f:
         blocks = {".".join(n.split(".")[:3]) for n in f.keys() if ".block." in n}
@@ -231,8 +239,8 @@ def test_checks_name_what_was_checked(teachers: dict[str, Path]) -> None:
 def test_refuses_a_dim_two_config_values_size_differently(tmp_path: Path, teachers: dict[str, Path]) -> None:
     out = tmp_path / "student"
     sets = {"d_model": 12, "d_ff": 20, "num_layers": 2, "num_decoder_layers": 2}  # num_heads*d_kv stays 24
-    result = run_cli("init", "-t", teachers["t5"], "-o", out, *set_args(sets))
-    source = f"{teachers['t5'] / 'config.json'} with --set d_model=12 d_ff=20 num_layers=2 num_decoder_layers=2"
+    result = run_cli("init", "-t", teachers["mt5"], "-o", out, *set_args(sets))
+    source = f"{teachers['mt5'] / 'config.json'} with --set d_model=12 d_ff=20 num_layers=2 num_decoder_layers=2"
     refused(
         result,
         out,
@@ -276,7 +284,7 @@ def test_refuses_a_stack_deeper_than_the_teacher(tmp_path: Path, teachers: dict[
 
 def test_report_says_which_checks_passed(tmp_path: Path, teachers: dict[str, Path]) -> None:
     out = tmp_path / "student"
-    result = run_cli("init", "-t", teachers["t5"], "-o", out, "--json", *set_args(STUDENTS["t5"]))
+    result = run_cli("init", "-t", teachers["mt5"], "-o", out, "--json", *set_args(STUDENTS["mt5"]))
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["checks"] == [
         "dims: 82 of 82 equal a config value (or heads × a per-head size) and take the student's; 0 are stated "
@@ -284,5 +292,5 @@ def test_report_says_which_checks_passed(tmp_path: Path, teachers: dict[str, Pat
         "layers: decoder.block keeps 2 of 4 (num_decoder_layers = 2)",
         "layers: encoder.block keeps 2 of 4 (num_layers = 2)",
     ]
-    table = run_cli("inspect", "-t", teachers["t5"], *set_args(STUDENTS["t5"])).stderr
+    table = run_cli("inspect", "-t", teachers["mt5"], *set_args(STUDENTS["mt5"])).stderr
     assert "checked: layers: decoder.block keeps 2 of 4 (num_decoder_layers = 2)\n" in table

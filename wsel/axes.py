@@ -52,6 +52,7 @@ AXIS_KINDS: dict[str, AxisKind] = {
     "registers": "equal",
     "kernel": "equal",
     "positions": "truncate",
+    "buckets": "equal",  # T5's relative-position buckets (relative_attention_bias rows)
     "projection": "width",  # a two-tower model's shared embedding space (CLIP's projection_dim)
 }
 # chosen per layer (identical under uniform selection); the experts a layer keeps all share its one `mlp[i]`

@@ -144,9 +144,10 @@ def load_family(path: Traversable) -> Architecture:
         sizes[axis] = tuple(alternatives)
     stacks = [stack_of(axis) for axis in sizes if base_axis(axis) == "layers"] or [""]
     for stack in stacks:  # each stack (one, unqualified, in most families) has its own attention and depth
-        required = {stack + axis for axis in _REQUIRED_SIZES}
-        if not required <= set(sizes):
-            raise fail(f"sizes must define {sorted(required - set(sizes))}")
+        # an unqualified axis is shared by the stacks that do not qualify it (an encoder-decoder's `hidden`)
+        missing = sorted(stack + axis for axis in _REQUIRED_SIZES if stack + axis not in sizes and axis not in sizes)
+        if missing:
+            raise fail(f"sizes must define {missing}")
 
     rope = doc["rope"]
     if rope is not None and set(rope) != _ROPE_FIELDS:

@@ -27,6 +27,7 @@ from wsel.selector import AxisSelector
 from wsel.spec import ConfigStudent, StudentTensor
 
 V = TypeVar("V")
+_REQUIRED = ("hidden", "layers", "heads", "kv_heads", "head_dim")  # every stack's
 # (template pattern, layer or None, expert or None) → teacher tensor
 TeacherTensors = dict[tuple[str, int | None, int | None], TensorInfo]
 
@@ -49,13 +50,14 @@ class ArchPlanner(Planner):
         self.t_sizes = read_sizes(arch.sizes, teacher_config.config, where)
         self.s_sizes = read_sizes(arch.sizes, student.config, student.source)
         self.keys = size_keys(arch.sizes)  # the config key users set for each axis, for messages
-        for stack in arch.stacks:
-            for axis in (stack + a for a in ("hidden", "layers", "heads", "kv_heads", "head_dim")):
+        for stack in arch.stacks:  # a stack's axes, or the unqualified ones it shares
+            for axis in (own if (own := stack + a) in arch.sizes else a for a in _REQUIRED):
                 for who, sizes, source in (("teacher", self.t_sizes, where), ("student", self.s_sizes, student.source)):
                     if axis not in sizes:
                         raise SpecError(f"{source}: {who} config has no {self.keys[axis]} ({arch.name} needs it)")
-            for sizes in (self.s_sizes, self.t_sizes):
-                sizes[stack + "v_head_dim"] = sizes[stack + "head_dim"]
+        for sizes in (self.s_sizes, self.t_sizes):
+            for head_dim in [axis for axis in sizes if base_axis(axis) == "head_dim"]:
+                sizes[stack_of(head_dim) + "v_head_dim"] = sizes[head_dim]
         rotary = None
         if arch.rope_fraction is not None:
             rotary = float(first_value(arch.rope_fraction, teacher_config.config) or 1.0)
@@ -93,6 +95,9 @@ class ArchPlanner(Planner):
                     source = self.found.get((template.pattern, teacher_layer, teacher_expert))
                     if source is None and template.pattern in arch.tied:
                         source = self.found.get((arch.tied[template.pattern], None, None))
+                    if source is None and layer == 0:  # a tensor the teacher keeps in its first layer only, for
+                        # every layer (T5's relative_attention_bias): the student's first layer takes it too
+                        source = self.found.get((template.pattern, 0, teacher_expert))
                     if source is None:
                         continue  # not part of this checkpoint (optional bias, other head, ...)
                     shape = tuple(d.size(self.s_sizes) for d in template.dims)
@@ -245,5 +250,10 @@ class ArchPlanner(Planner):
 
 
 def _view(values: dict[str, V], stack: str, shared: bool) -> dict[str, V]:
-    """One stack's entries by their base names (`text.hidden` → `hidden`), with the unqualified ones if `shared`."""
-    return {base_axis(k): v for k, v in values.items() if stack_of(k) == stack or shared and not stack_of(k)}
+    """One stack's entries by their base names (`text.hidden` → `hidden`), with the unqualified ones if `shared`
+    or the stack does not qualify them (an encoder-decoder's `hidden`, shared by both stacks)."""
+    return {
+        base_axis(k): v
+        for k, v in values.items()
+        if stack_of(k) == stack or not stack_of(k) and (shared or stack + k not in values)
+    }
