@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import transformers as tf
@@ -56,6 +55,16 @@ class Family:
 FAMILIES = {
     "clip": Family(
         tf.CLIPConfig, tf.CLIPModel, {"projection_dim": 20}, {}, {"projection_dim": 10}, ("logit_scale",), 10
+    ),
+    # SigLIP compares the text head's output with the pooled image features: projection_size = vision hidden_size
+    "siglip": Family(
+        tf.SiglipConfig,
+        tf.SiglipModel,
+        {},
+        {"projection_size": 48},
+        {"text_config.projection_size": 24},
+        ("logit_scale", "logit_bias"),
+        24,
     ),
 }
 
@@ -248,9 +257,24 @@ def test_layer_lists_per_tower(tmp_path: Path, family_name: str) -> None:
     build_teacher(teacher_dir, family)
     report = init(teacher_dir, out, "--layers", "1,3;0,2", *set_args(HALF | family.student))
     assert [m["map"] for m in report["layer_maps"]] == [[[0, 1], [1, 3]], [[0, 0], [1, 2]]]
-    load_clean(family, out)
-    assert np.isfinite(
-        load_file(out / "model.safetensors")[
-            "visual_projection.weight" if family_name == "clip" else "logit_scale"
-        ].numpy()
-    ).all()
+    model = load_clean(family, out)
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs()).logits_per_image).all()
+
+
+def test_siglip_pooling_head_keeps_whole_heads(tmp_path: Path) -> None:
+    """The vision tower's attention-pooling head (nn.MultiheadAttention: in_proj rows q|k|v, each heads*head_dim)
+    keeps whole heads of each block, as its encoder layers do; the text head's rows follow vision.hidden (the
+    image embedding space it is compared in)."""
+    family = FAMILIES["siglip"]
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build_teacher(teacher_dir, family)
+    report = init(teacher_dir, out, "--elements", "random", *set_args(HALF | family.student))
+    teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    ids, hidden = kept(report, "vision.heads"), kept(report, "vision.hidden")
+    t_in = teacher["vision_model.head.attention.in_proj_weight"].view(3, 4, 12, 48)  # [q|k|v, heads, head_dim, hidden]
+    s_in = student["vision_model.head.attention.in_proj_weight"].view(3, 2, 12, 24)
+    assert torch.equal(s_in[0], t_in[0][ids][..., hidden])  # q
+    assert torch.equal(s_in[1], t_in[1][kept(report, "vision.kv_heads")][..., hidden])  # k
+    text_hidden = kept(report, "text.hidden")
+    assert torch.equal(student["text_model.head.weight"], teacher["text_model.head.weight"][hidden][:, text_hidden])
