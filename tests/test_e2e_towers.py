@@ -278,3 +278,15 @@ def test_siglip_pooling_head_keeps_whole_heads(tmp_path: Path) -> None:
     assert torch.equal(s_in[1], t_in[1][kept(report, "vision.kv_heads")][..., hidden])  # k
     text_hidden = kept(report, "text.hidden")
     assert torch.equal(student["text_model.head.weight"], teacher["text_model.head.weight"][hidden][:, text_hidden])
+
+
+def test_target_params_refuses_a_model_of_several_stacks(tmp_path: Path) -> None:
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build_teacher(teacher_dir, FAMILIES["clip"])
+    result = run_cli("init", "-t", teacher_dir, "-o", out, "--target-params", "50%")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"wsel: error: {teacher_dir / 'config.json'}: --target-params searches the sizes of one stack, and clip has "
+        "several (text, vision); give each stack's sizes with --set instead\n"
+    )
+    assert not out.exists()

@@ -120,6 +120,12 @@ def search_students(
             f"{t_config.source}: --target-params needs architecture data, and model_type {model_type!r} has none "
             f"(it covers {', '.join(supported_model_types())}); give the student's sizes with --set instead"
         )
+    if arch.stacks != ("",):  # the search sets one hidden, heads and depth; each stack has its own
+        stacks = ", ".join(stack.rstrip(".") for stack in arch.stacks)
+        raise PlanError(
+            f"{t_config.source}: --target-params searches the sizes of one stack, and {arch.name} has several "
+            f"({stacks}); give each stack's sizes with --set instead"
+        )
     overrides = list(sets.items()) if isinstance(sets, Mapping) else [parse_set(s) for s in sets]
 
     def plan_for(sizes: dict[str, int]) -> Plan:
