@@ -53,7 +53,27 @@ T5 = Family(
     "d_model",
 )
 
-FAMILIES = {"t5": T5}
+BART = Family(
+    tf.BartConfig,
+    tf.BartForConditionalGeneration,
+    dict(
+        vocab_size=VOCAB, d_model=24, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=40, decoder_ffn_dim=32, max_position_embeddings=20,
+    ),
+    dict(
+        d_model=12, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=20, decoder_ffn_dim=16,
+    ),
+    {"model.encoder.layers": "encoder_layers", "model.decoder.layers": "decoder_layers"},
+    {"encoder": "encoder_attention_heads", "decoder": "decoder_attention_heads"},
+    {
+        "encoder": "model.encoder.layers.{layer}.self_attn.q_proj.weight",
+        "decoder": "model.decoder.layers.{layer}.self_attn.q_proj.weight",
+    },
+    "d_model",
+)  # fmt: skip
+
+FAMILIES = {"t5": T5, "bart": BART}
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -1,5 +1,5 @@
 """The config-driven generic path checks what it writes against the student's own config: a family wsel has
-no data for (mT5, BART, OWL-ViT, Whisper, Cohere2) is either written so that transformers loads it with no
+no data for (mT5, mBART, OWL-ViT, Whisper, Cohere2) is either written so that transformers loads it with no
 missing, unexpected or mismatched keys, or refused in one line before anything is written."""
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ def _mt5() -> Any:  # T5's layout (wsel's t5.json claims t5 only), with T5's ReL
     )
 
 
-def _bart() -> Any:
-    return transformers.BartForConditionalGeneration(
-        transformers.BartConfig(
+def _mbart() -> Any:  # BART's layout and keys, with a final norm per stack (wsel's bart.json claims bart only)
+    return transformers.MBartForConditionalGeneration(
+        transformers.MBartConfig(
             vocab_size=64,
             d_model=24,
             encoder_layers=4,
@@ -113,12 +113,12 @@ def _cohere2() -> Any:
     )
 
 
-TEACHERS = {"mt5": _mt5, "bart": _bart, "owlvit": _owlvit, "whisper": _whisper, "cohere2": _cohere2}
+TEACHERS = {"mt5": _mt5, "mbart": _mbart, "owlvit": _owlvit, "whisper": _whisper, "cohere2": _cohere2}
 
 # Half-size students by --set: half the width, heads and depth of every stack.
 STUDENTS: dict[str, dict[str, Any]] = {
     "mt5": {"d_model": 12, "d_ff": 20, "num_heads": 2, "num_layers": 2, "num_decoder_layers": 2},
-    "bart": {
+    "mbart": {
         "d_model": 12,
         "encoder_ffn_dim": 20,
         "decoder_ffn_dim": 20,
@@ -272,8 +272,8 @@ def test_refuses_a_head_dim_whose_heads_no_longer_fill_hidden(tmp_path: Path, te
 
 def test_refuses_a_stack_deeper_than_the_teacher(tmp_path: Path, teachers: dict[str, Path]) -> None:
     out = tmp_path / "student"
-    result = run_cli("init", "-t", teachers["bart"], "-o", out, "--set", "decoder_layers=6")
-    source = f"{teachers['bart'] / 'config.json'} with --set decoder_layers=6"
+    result = run_cli("init", "-t", teachers["mbart"], "-o", out, "--set", "decoder_layers=6")
+    source = f"{teachers['mbart'] / 'config.json'} with --set decoder_layers=6"
     refused(
         result,
         out,
