@@ -25,11 +25,11 @@ def test_every_shipped_file_loads_and_claims_its_model_types() -> None:
     names = {a.name for a in all_architectures()}
     assert names == {
         "bart", "bert", "clip", "gemma", "gpt2", "gpt_neox", "llama", "mixtral", "olmo2", "olmoe", "opt", "phi3",
-        "qwen2_moe", "qwen3", "qwen3_moe", "siglip", "t5", "vit",
+        "qwen2_moe", "qwen3", "qwen3_moe", "siglip", "t5", "vit", "whisper",
     }  # fmt: skip
     assert supported_model_types() == [
         "bart", "bert", "clip", "gemma", "gemma2", "gemma3_text", "gpt2", "gpt_neox", "llama", "mistral", "mixtral",
-        "olmo2", "olmoe", "opt", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "siglip", "t5", "vit",
+        "olmo2", "olmoe", "opt", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "siglip", "t5", "vit", "whisper",
     ]  # fmt: skip
     assert getattr(for_model_type("mistral"), "name", None) == "llama"
     assert for_model_type("mamba") is None

@@ -73,7 +73,30 @@ BART = Family(
     "d_model",
 )  # fmt: skip
 
-FAMILIES = {"t5": T5, "bart": BART}
+# Whisper: 8 mel bins, 30 encoder positions (60 input frames); the student halves both stacks' positions too.
+WHISPER = Family(
+    tf.WhisperConfig,
+    tf.WhisperForConditionalGeneration,
+    dict(
+        vocab_size=VOCAB, d_model=24, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=40, decoder_ffn_dim=32, num_mel_bins=8, max_source_positions=30,
+        max_target_positions=20, pad_token_id=1, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+        suppress_tokens=[], begin_suppress_tokens=[],
+    ),
+    dict(
+        d_model=12, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=20, decoder_ffn_dim=16, max_source_positions=15, max_target_positions=10,
+    ),
+    {"model.encoder.layers": "encoder_layers", "model.decoder.layers": "decoder_layers"},
+    {"encoder": "encoder_attention_heads", "decoder": "decoder_attention_heads"},
+    {
+        "encoder": "model.encoder.layers.{layer}.self_attn.q_proj.weight",
+        "decoder": "model.decoder.layers.{layer}.self_attn.q_proj.weight",
+    },
+    "d_model",
+)  # fmt: skip
+
+FAMILIES = {"t5": T5, "bart": BART, "whisper": WHISPER}
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -254,6 +277,34 @@ def test_t5_relative_attention_bias_keeps_buckets_and_follows_heads(tmp_path: Pa
         assert [str(a) for a in entry.axes] == ["buckets", f"{stack}.heads[0]"]
     assert not any("relative_attention_bias" in n and ".block.1." in n for n in student)
     load_cleanly(T5, out)
+
+
+# ------------------------------------------------------------------- 5. Whisper's front end and positions
+
+
+def test_whisper_front_end_follows_hidden_and_positions_are_truncated(
+    tmp_path: Path, teachers: dict[str, Path]
+) -> None:
+    """conv1 [hidden, mel bins, 3]: output channels follow `hidden`, every mel bin and kernel tap kept; conv2
+    [hidden, hidden, 3] on both; each stack's positions are the teacher's first rows."""
+    out = tmp_path / "student"
+    result = run_cli("init", "-t", teachers["whisper"], "-o", out, "-q", *set_args(WHISPER.student))
+    assert result.exit_code == 0, result.stderr
+    student, teacher = load_file(out / "model.safetensors"), load_file(teachers["whisper"] / "model.safetensors")
+    hidden = torch.arange(0, 24, 2)
+    p = "model.encoder."
+    assert torch.equal(student[p + "conv1.weight"], teacher[p + "conv1.weight"][hidden])  # [12, 8, 3]
+    assert torch.equal(student[p + "conv1.bias"], teacher[p + "conv1.bias"][hidden])
+    assert torch.equal(student[p + "conv2.weight"], teacher[p + "conv2.weight"][hidden][:, hidden])  # [12, 12, 3]
+    positions = {"model.encoder.embed_positions.weight": 15, "model.decoder.embed_positions.weight": 10}
+    for name, rows in positions.items():
+        assert torch.equal(student[name], teacher[name][:rows, hidden]), name
+    # vocabulary and mel bins are never subsampled: a student that changes either is refused, writing nothing
+    for key, axis in (("vocab_size", "vocab"), ("num_mel_bins", "channels")):
+        refused = run_cli("init", "-t", teachers["whisper"], "-o", tmp_path / key, "--set", f"{key}=4")
+        assert refused.exit_code != 0
+        assert f"student {axis} ({key}) is 4 but the teacher's is" in refused.stderr
+        assert not (tmp_path / key).exists()
 
 
 def test_t5_first_layer_takes_the_relative_attention_bias_under_any_layer_map(
