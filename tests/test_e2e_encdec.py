@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ def test_half_size_student_loads_runs_and_verifies(tmp_path: Path, teachers: dic
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_encoder_and_decoder_take_their_own_depths(tmp_path: Path, teachers: dict[str, Path], name: str) -> None:
-    """One stack 1 layer deep, the other 3, mapped on their own (`--layers last`: each stack's last layers)."""
+    """One stack 1 layer deep, the other 3, mapped on their own (`--layers uniform`: spread over each stack)."""
     family, out = FAMILIES[name], tmp_path / "student"
     (encoder, e_key), (decoder, d_key) = family.depths.items()
     sets = family.student | {e_key: 1, d_key: 3}
@@ -189,6 +189,38 @@ def test_encoder_and_decoder_take_their_own_depths(tmp_path: Path, teachers: dic
             student[q.format(layer=s_layer)], t_q.view(4, -1, t_q.shape[1])[0::2, :, hidden].flatten(0, 1)
         )
     assert run_cli("verify", "--teacher", teachers[name], "--student", out).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "options", [("--elements", "magnitude"), ("--attention", "flat"), ("--rescale",), ("--dtype", "bf16")]
+)
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_student_under_every_option_loads_and_verifies(
+    tmp_path: Path, teachers: dict[str, Path], name: str, options: tuple[str, ...]
+) -> None:
+    """Magnitude scores each stack's axes (`encoder.heads[i]`, `decoder.mlp[i]`) and the shared `hidden`."""
+    family, out = FAMILIES[name], tmp_path / "student"
+    result = run_cli("init", "-t", teachers[name], "-o", out, "-q", *options, *set_args(family.student))
+    assert result.exit_code == 0, result.stderr
+    model = load_cleanly(family, out)
+    with torch.no_grad():
+        assert torch.isfinite(model.float()(**student_inputs(name, family, family.student)).logits).all()
+    assert run_cli("verify", "--teacher", teachers[name], "--student", out).exit_code == 0
+
+
+def test_t5_v1_1_gated_student_loads(tmp_path: Path) -> None:
+    """T5 v1.1 / FLAN-T5: gated `wi_0`/`wi_1`, both rows following the layer's `decoder.mlp[i]`."""
+    family = replace(T5, teacher=T5.teacher | {"feed_forward_proj": "gated-gelu"})
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build_teacher(teacher_dir, family)
+    result = run_cli("init", "-t", teacher_dir, "-o", out, "-q", *set_args(family.student))
+    assert result.exit_code == 0, result.stderr
+    load_cleanly(family, out)
+    student, teacher = load_file(out / "model.safetensors"), load_file(teacher_dir / "model.safetensors")
+    for gate in ("wi_0", "wi_1"):
+        name = f"decoder.block.1.layer.2.DenseReluDense.{gate}.weight"
+        assert torch.equal(student[name], teacher[name][0::2, 0::2])  # [d_ff 40 → 20, d_model 24 → 12]
+    assert run_cli("verify", "--teacher", teacher_dir, "--student", out).exit_code == 0
 
 
 # ----------------------------------------------------------------------------- 2. depth-only students
