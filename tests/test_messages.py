@@ -199,3 +199,21 @@ def test_a_rope_refusal_offers_a_fix_the_family_can_take(tmp_path: Path) -> None
     )
     fixed = run_cli("inspect", "-t", folder, "-q", "--set", "hidden_size=48", "--set", "num_attention_heads=3")
     assert fixed.exit_code == 0, fixed.stderr
+
+
+def test_a_derived_size_too_large_is_never_offered_as_a_key_to_set(tmp_path: Path) -> None:
+    """A tower's head size is hidden / heads (CLIP's vision tower): the fix names what to make smaller, never
+    `--set vision_config.hidden_size / vision_config.num_attention_heads=8`."""
+    import transformers as tf
+
+    folder = tmp_path / "clip"
+    text = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=16)  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=16,
+                  patch_size=8)  # fmt: skip
+    tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
+    message = refused(run_cli("inspect", "-t", folder, "--set", "vision_config.num_attention_heads=1"))
+    assert message.endswith(
+        "but the teacher's is 8; a student cannot be larger: choose sizes that make "
+        "vision_config.hidden_size / vision_config.num_attention_heads at most 8"
+    )

@@ -77,14 +77,18 @@ class SizeCheck:
             raise self.fail(f"student {self.name(axis)} is {s}; it must be at least 1")
 
     def _fix(self, axis: str, t: int) -> str:
+        key = self.keys.get(axis, axis)
         if axis == "head_dim" and "head_dim" in self.student.derived:
-            fix = f"pass --set {self.keys['head_dim']}={t} (the teacher's)"
+            fixes = [f"--set {key}={t} (the teacher's)"] if is_key(key) else []
             heads = self._heads_that_work()
             if heads is not None:
                 hidden = self.student.values["hidden"]
-                fix += f", or --set {self.keys['heads']}={heads} ({self.keys['hidden']} / heads = {hidden // heads})"
-            return fix
-        return f"pass --set {self.keys.get(axis, axis)}={t} or less"
+                fixes.append(f"--set {self.keys['heads']}={heads} ({self.keys['hidden']} / heads = {hidden // heads})")
+            if fixes:
+                return "pass " + ", or ".join(fixes)
+        if not is_key(key):  # a size the config derives (hidden / heads): no key to set to it
+            return f"choose sizes that make {key} at most {t}"
+        return f"pass --set {key}={t} or less"
 
     def _head_dim_fix(self) -> str:
         """How to give the student the teacher's head_dim: set it, or (a family whose head_dim is always hidden /
