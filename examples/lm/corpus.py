@@ -77,7 +77,7 @@ class _Prose(html.parser.HTMLParser):
 
 def docs_root() -> Path | None:
     """The newest python3-doc HTML folder on this machine, or None."""
-    roots = sorted(Path(p) for p in glob.glob(DOCS_GLOB))
+    roots = sorted({Path(p).resolve() for p in glob.glob(DOCS_GLOB)})  # python3.11-venv/ links to python3.11/
     return roots[-1] if roots else None
 
 

@@ -80,14 +80,14 @@ def swapped(base: dict[str, torch.Tensor], donor: dict[str, torch.Tensor]) -> di
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=4, help="sequences per step")
     parser.add_argument("--length", type=int, default=256, help="tokens per sequence")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lr2", type=float, default=3e-3, help="the second learning rate (first seed only)")
     parser.add_argument("--lr2-inits", default=f"{REFERENCE},{DEFAULT},flat (paper)", help="inits run at --lr2")
     parser.add_argument("--warmup", type=int, help="warm-up steps (default: a tenth of --steps)")
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=6)
     parser.add_argument("--held-out", type=int, default=16, help="held-out sequences")
     parser.add_argument("--eval-batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="the first seed")
