@@ -89,3 +89,16 @@ def test_inspect_says_the_format_and_the_decoding(monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 0, result.stderr
     assert "format: GGUF; tensors in GGML blocks (Q4_1 210, Q8_0 1) are dequantized to float32\n" in result.stderr
     assert "model_type llama: architecture data llama" in result.stderr
+
+
+def test_magnitude_scores_the_dequantized_values(tmp_path: Path, teacher_state: dict[str, torch.Tensor]) -> None:
+    """--elements magnitude reads quantized, row-permuted tensors through the reader's decoding (before, it read
+    the raw blocks as if float32 and ran past the tensor's end): the student is written and verifies."""
+    out = tmp_path / "magnitude"
+    result = run_cli("init", "-t", smollm2_gguf(), "-o", f"{out}/", "--json", "--elements", "magnitude",
+                     *sets("num_hidden_layers=2", "hidden_size=288", "num_attention_heads=6",
+                           "num_key_value_heads=2", "intermediate_size=768", "head_dim=64"))  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert run_cli("verify", "-t", smollm2_gguf(), "-s", out).exit_code == 0
+    kept = json.loads(result.stdout)["axes"]["hidden"]["indices"]
+    assert len(kept) == 288 and kept == sorted(kept)

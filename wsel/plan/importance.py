@@ -27,6 +27,7 @@ from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
 from wsel.plan.model import Plan
+from wsel.select import Selection, identity
 
 
 def compute_scores(plan: Plan, block_bytes: int = DEFAULT_BLOCK_BYTES) -> dict[str, np.ndarray]:
@@ -124,7 +125,9 @@ def _row_blocks(reader: TensorReader, info: TensorInfo) -> Iterator[np.ndarray]:
     rows_per_block = max(1, reader.block_bytes // row_bytes)
     for first in range(0, info.shape[0], rows_per_block):
         rows = min(rows_per_block, info.shape[0] - first)
-        data = reader.read(info.file, info.start + first * row_bytes, rows * row_bytes)
+        # through the reader's selection, so that a tensor stored otherwise (GGUF blocks, a view) is decoded
+        rows_of_block = [Selection(info.shape[0], first, 1, rows), *(identity(d) for d in info.shape[1:])]
+        data = b"".join(bytes(chunk) for chunk in reader.iter_selected(info, rows_of_block))
         values = torch.frombuffer(bytearray(data), dtype=dtype)
         values = values.abs() if values.is_complex() else values
         yield values.to(torch.float64).numpy().reshape((rows, *info.shape[1:]))
