@@ -110,6 +110,28 @@ def run_cli(*args: str | Path, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
+def set_args(changes: dict[str, Any]) -> list[str]:
+    """`--set key=value` for each change, values as JSON (`--set q_lora_rank=null`)."""
+    return [arg for key, value in changes.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+
+
+def load_clean(model_class: Any, folder: Path) -> torch.nn.Module:
+    """A transformers model loaded from a student folder with no missing, unexpected or mismatched keys and no
+    error messages, in eval mode."""
+    model, info = model_class.from_pretrained(folder, output_loading_info=True)
+    assert not any(info.values()), info
+    return model.eval()
+
+
+def kept_indices(selection: dict[str, Any]) -> torch.Tensor:
+    """The kept teacher indices of one axis of a `--json` report (its `axes` entry)."""
+    if selection["rule"] == "indices":
+        return torch.tensor(selection["indices"])
+    if selection["rule"] == "copy":
+        return torch.arange(selection["teacher"])
+    return selection["start"] + selection["step"] * torch.arange(selection["student"])
+
+
 @pytest.fixture
 def tiny_teacher(tmp_path: Path) -> Path:
     """A 4-layer toy transformer-ish teacher as one file."""

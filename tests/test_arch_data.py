@@ -24,12 +24,13 @@ LLAMA = json.loads((resources.files("wsel.arch") / "llama.json").read_text())
 def test_every_shipped_file_loads_and_claims_its_model_types() -> None:
     names = {a.name for a in all_architectures()}
     assert names == {
-        "bart", "bert", "clip", "gemma", "gpt2", "gpt_neox", "llama", "mixtral", "olmo2", "olmoe", "opt", "phi3",
-        "qwen2_moe", "qwen3", "qwen3_moe", "siglip", "t5", "vit", "whisper",
+        "bart", "bert", "clip", "deepseek", "gemma", "gpt2", "gpt_neox", "llama", "mixtral", "olmo2", "olmoe", "opt",
+        "phi3", "qwen2_moe", "qwen3", "qwen3_moe", "siglip", "t5", "vit", "whisper",
     }  # fmt: skip
     assert supported_model_types() == [
-        "bart", "bert", "clip", "gemma", "gemma2", "gemma3_text", "gpt2", "gpt_neox", "llama", "mistral", "mixtral",
-        "olmo2", "olmoe", "opt", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "siglip", "t5", "vit", "whisper",
+        "bart", "bert", "clip", "deepseek_v2", "deepseek_v3", "gemma", "gemma2", "gemma3_text", "gpt2", "gpt_neox",
+        "llama", "mistral", "mixtral", "olmo2", "olmoe", "opt", "phi3", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
+        "siglip", "t5", "vit", "whisper",
     ]  # fmt: skip
     assert getattr(for_model_type("mistral"), "name", None) == "llama"
     assert for_model_type("mamba") is None
@@ -54,7 +55,27 @@ def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
         ({"sizes": {**LLAMA["sizes"], "hidden": ["__import__('os').getcwd()"]}}, "sizes.hidden: "),
         ({"sizes": {**LLAMA["sizes"], "hidden": []}}, "sizes.hidden: expected a non-empty list of expressions"),
         ({"sizes": {k: v for k, v in LLAMA["sizes"].items() if k != "heads"}}, "sizes must define ['heads']"),
-        ({"rope": {"theta": ["rope_theta"]}}, "rope: expected exactly ['partial_rotary_factor']"),
+        ({"rope": {"theta": ["x"]}}, "rope: expected ['partial_rotary_factor'], and optionally ['interleaved']"),
+        (
+            {"rope": {"partial_rotary_factor": ["1"], "interleaved": "1"}},
+            "rope.interleaved: expected a list of strings",
+        ),
+        # Groups of blocks inside a product: balanced, whole factors, over known axes.
+        (
+            {"tensors": {"{p}norm.weight": ["heads*(head_dim | hidden"]}},
+            "tensors.{p}norm.weight: unbalanced parentheses in dim 'heads*(head_dim | hidden'",
+        ),
+        (
+            {"tensors": {"{p}norm.weight": ["heads*(head_dim)hidden"]}},
+            "tensors.{p}norm.weight: a group must be a whole factor, in parentheses: '(head_dim)hidden'",
+        ),
+        (
+            {"tensors": {"{p}norm.weight": ["heads*(head_dim | hiden)"]}},
+            "tensors.{p}norm.weight: unknown axis 'hiden' in dim 'heads*(head_dim | hiden)'",
+        ),
+        ({"derived_keys": {"qk_head_dim": "open('x')"}}, "derived_keys.qk_head_dim: only len(key) may be called"),
+        ({"derived_keys": {"qk_head_dim": 3}}, "derived_keys.qk_head_dim: expected an expression (a string)"),
+        ({"leading_layers": [3]}, "leading_layers: expected a list of strings"),
         (
             {"tied": {"lm_head.weight": "nothing"}},
             "tied: 'lm_head.weight' → 'nothing' must both be tensors of this file",

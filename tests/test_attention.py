@@ -125,6 +125,22 @@ def test_rope_head_dim_keeps_pairs(teacher_dim: int, student_dim: int, fraction:
     assert rope_head_dim(teacher_dim, student_dim, fraction).indices().tolist() == kept
 
 
+@pytest.mark.parametrize(
+    ("teacher_dim", "student_dim", "fraction", "kept"),
+    [
+        (16, 8, 1.0, [0, 1, 4, 5, 8, 9, 12, 13]),  # interleaved pairs (2i, 2i+1): every 2nd pair, side by side
+        (16, 4, 1.0, [0, 1, 8, 9]),
+        (8, 8, 1.0, list(range(8))),
+        # partial rotary: rotary dims 8 → 4 keep pairs (0,1),(4,5); the other 8 → 4 by the paper's rule
+        (16, 8, 0.5, [0, 1, 4, 5, 8, 10, 12, 14]),
+    ],
+)
+def test_interleaved_rope_head_dim_keeps_adjacent_pairs(
+    teacher_dim: int, student_dim: int, fraction: float, kept: list[int]
+) -> None:
+    assert rope_head_dim(teacher_dim, student_dim, fraction, interleaved=True).indices().tolist() == kept
+
+
 def test_rope_head_dim_impossible_reduction_says_what_works() -> None:
     with pytest.raises(PlanError) as exc:
         rope_head_dim(16, 6, 1.0)

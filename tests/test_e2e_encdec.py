@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import transformers as tf
-from conftest import run_cli
+from conftest import load_clean, run_cli, set_args
 from safetensors.torch import load_file
 
 import wsel
@@ -109,16 +109,6 @@ def build_teacher(folder: Path, family: Family) -> torch.nn.Module:
     return model
 
 
-def set_args(changes: dict[str, Any]) -> list[str]:
-    return [arg for key, value in changes.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-
-
-def load_cleanly(family: Family, folder: Path) -> torch.nn.Module:
-    model, info = family.model_class.from_pretrained(folder, output_loading_info=True)
-    assert not any(info.values()), info  # no missing, unexpected or mismatched keys, no error messages
-    return model.eval()
-
-
 def sample_inputs(name: str, source_positions: int = 30) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(3, VOCAB, (BATCH, SEQ), generator=gen)
@@ -154,7 +144,7 @@ def test_half_size_student_loads_runs_and_verifies(tmp_path: Path, teachers: dic
     assert {m["group"]: m["summary"] for m in report["layer_maps"]} == {
         group: "0-1 → 0-1 of 4" for group in family.depths
     }
-    model = load_cleanly(family, out)
+    model = load_clean(family.model_class, out)
     with torch.no_grad():
         logits = model(**student_inputs(name, family, family.student)).logits
     assert tuple(logits.shape) == (BATCH, 3, VOCAB)
@@ -177,7 +167,7 @@ def test_encoder_and_decoder_take_their_own_depths(tmp_path: Path, teachers: dic
     assert result.exit_code == 0, result.stderr
     maps = {m["group"]: m["map"] for m in json.loads(result.stdout)["layer_maps"]}
     assert maps == {encoder: [[0, 0]], decoder: [[0, 0], [1, 2], [2, 3]]}
-    model = load_cleanly(family, out)
+    model = load_clean(family.model_class, out)
     with torch.no_grad():
         assert torch.isfinite(model(**student_inputs(name, family, sets)).logits).all()
     student, teacher = load_file(out / "model.safetensors"), load_file(teachers[name] / "model.safetensors")
@@ -202,7 +192,7 @@ def test_student_under_every_option_loads_and_verifies(
     family, out = FAMILIES[name], tmp_path / "student"
     result = run_cli("init", "-t", teachers[name], "-o", out, "-q", *options, *set_args(family.student))
     assert result.exit_code == 0, result.stderr
-    model = load_cleanly(family, out)
+    model = load_clean(family.model_class, out)
     with torch.no_grad():
         assert torch.isfinite(model.float()(**student_inputs(name, family, family.student)).logits).all()
     assert run_cli("verify", "--teacher", teachers[name], "--student", out).exit_code == 0
@@ -215,7 +205,7 @@ def test_t5_v1_1_gated_student_loads(tmp_path: Path) -> None:
     build_teacher(teacher_dir, family)
     result = run_cli("init", "-t", teacher_dir, "-o", out, "-q", *set_args(family.student))
     assert result.exit_code == 0, result.stderr
-    load_cleanly(family, out)
+    load_clean(family.model_class, out)
     student, teacher = load_file(out / "model.safetensors"), load_file(teacher_dir / "model.safetensors")
     for gate in ("wi_0", "wi_1"):
         name = f"decoder.block.1.layer.2.DenseReluDense.{gate}.weight"
@@ -243,7 +233,7 @@ def test_depth_only_student_equals_the_cut_teacher(tmp_path: Path, name: str) ->
     sets = dict.fromkeys(family.depths.values(), 2)
     result = run_cli("init", "-t", teacher_dir, "-o", out, "-q", *set_args(sets))
     assert result.exit_code == 0, result.stderr
-    student = load_cleanly(family, out)
+    student = load_clean(family.model_class, out)
 
     t_state, s_state = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
     assert set(s_state) == {k for k in t_state if not re.search(r"\.(block|layers)\.(2|3)\.", k)}
@@ -308,7 +298,7 @@ def test_t5_relative_attention_bias_keeps_buckets_and_follows_heads(tmp_path: Pa
         entry = next(t for t in plan.written if t.name == name)
         assert [str(a) for a in entry.axes] == ["buckets", f"{stack}.heads[0]"]
     assert not any("relative_attention_bias" in n and ".block.1." in n for n in student)
-    load_cleanly(T5, out)
+    load_clean(T5.model_class, out)
 
 
 # ------------------------------------------------------------------- 5. Whisper's front end and positions
@@ -347,7 +337,7 @@ def test_t5_first_layer_takes_the_relative_attention_bias_under_any_layer_map(
     out = tmp_path / "student"
     result = run_cli("init", "-t", teachers["t5"], "-o", out, "-q", "--layers", "last", *set_args(T5.student))
     assert result.exit_code == 0, result.stderr
-    load_cleanly(T5, out)
+    load_clean(T5.model_class, out)
     student, teacher = load_file(out / "model.safetensors"), load_file(teachers["t5"] / "model.safetensors")
     for stack in ("encoder", "decoder"):
         name = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 import transformers as tf
-from conftest import run_cli, write_manifest
+from conftest import run_cli, set_args, write_manifest
 from safetensors.torch import load_file
 
 VOCAB = 64
@@ -137,10 +137,6 @@ def write_dummy_tokenizer(folder: Path) -> None:
     )
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 32, "pad_token": "t0"}))
     (folder / "generation_config.json").write_text(json.dumps({"max_new_tokens": 7, "do_sample": False}))
-
-
-def set_args(changes: dict[str, Any]) -> list[str]:
-    return [arg for key, value in changes.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 
 
 def student_args(teacher_dir: Path, tmp_path: Path, family: Family) -> list[str | Path]:
@@ -265,6 +261,21 @@ def test_depth_only_student_equals_the_cut_teacher(tmp_path: Path, name: str) ->
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
     # and the kept tensors are the teacher's own first layers, untouched
     t_state, s_state = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(s_state) == {k for k in t_state if not re.search(r"\.(2|3)\.", k)}
+    for key, value in s_state.items():
+        assert torch.equal(value, t_state[key]), key
+
+
+@pytest.mark.parametrize("strategy", ["first", "random", "magnitude"])
+def test_depth_only_student_is_the_cut_teacher_under_every_strategy(
+    tmp_path: Path, llama_dir: Path, strategy: str
+) -> None:
+    """No width shrinks, so no strategy has anything to choose (magnitude once asked for scores of the query
+    heads within each key/value group, which no tensor had scored, and failed)."""
+    out = tmp_path / "student"
+    result = run_cli("init", "-t", llama_dir, "-o", out, "-q", "--set", "num_hidden_layers=2", "--elements", strategy)
+    assert result.exit_code == 0, result.stderr
+    t_state, s_state = load_file(llama_dir / "model.safetensors"), load_file(out / "model.safetensors")
     assert set(s_state) == {k for k in t_state if not re.search(r"\.(2|3)\.", k)}
     for key, value in s_state.items():
         assert torch.equal(value, t_state[key]), key

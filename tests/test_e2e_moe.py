@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import transformers as tf
-from conftest import run_cli
+from conftest import kept_indices, load_clean, run_cli, set_args
 from safetensors.torch import load_file
 
 VOCAB = 64
@@ -113,36 +113,14 @@ def build_teacher(folder: Path, family: MoeFamily) -> torch.nn.Module:
     return model
 
 
-def set_args(changes: dict[str, Any]) -> list[str]:
-    return [arg for key, value in changes.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-
-
 def init(teacher_dir: Path, out: Path, *args: Any) -> dict[str, Any]:
     result = run_cli("init", "-t", teacher_dir, "-o", out, "--json", *args)
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def load_clean(family: MoeFamily, folder: Path) -> torch.nn.Module:
-    model, info = family.model_class.from_pretrained(folder, output_loading_info=True)
-    assert not info["missing_keys"], info
-    assert not info["unexpected_keys"], info
-    assert not info["mismatched_keys"], info
-    assert not info.get("error_msgs"), info
-    return model.eval()
-
-
 def input_ids() -> torch.Tensor:
     return torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(1))
-
-
-def indices(selection: dict[str, Any]) -> torch.Tensor:
-    """A report axis's kept teacher indices."""
-    if selection["rule"] == "indices":
-        return torch.tensor(selection["indices"])
-    if selection["rule"] == "copy":
-        return torch.arange(selection["teacher"])
-    return selection["start"] + selection["step"] * torch.arange(selection["student"])
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +141,7 @@ def test_moe_student_loads_runs_and_verifies(tmp_path: Path, teachers: dict[str,
     family, teacher_dir, out = FAMILIES[name], teachers[name], tmp_path / "student"
     report = init(teacher_dir, out, *set_args(family.student), "--elements", strategy)
     assert report["path"] == name
-    model = load_clean(family, out)
+    model = load_clean(family.model_class, out)
     with torch.no_grad():
         logits = model(input_ids=input_ids()).logits
     assert tuple(logits.shape) == (2, 5, VOCAB)
@@ -177,7 +155,7 @@ def test_moe_student_loads_runs_and_verifies(tmp_path: Path, teachers: dict[str,
     assert json.loads(verified.stdout)["ok"] is True
 
     # each student layer keeps 2 of the teacher's 4 experts, shown like a layer map
-    kept = [indices(report["axes"][f"experts[{layer}]"]).tolist() for layer in (0, 1)]
+    kept = [kept_indices(report["axes"][f"experts[{layer}]"]).tolist() for layer in (0, 1)]
     if strategy == "uniform":
         assert kept == [[0, 2], [0, 2]]
         assert report["expert_maps"] == [
@@ -219,7 +197,7 @@ def test_all_experts_fewer_layers_equals_the_cut_teacher(tmp_path: Path, name: s
     assert report["expert_maps"] == [
         {"layers": "0-1", "teacher_experts": 4, "kept": [0, 1, 2, 3], "summary": "0-3 of 4", "picture": "■■■■"}
     ]
-    student = load_clean(family, out)
+    student = load_clean(family.model_class, out)
     teacher.model.layers = teacher.model.layers[:2]
     teacher.config.num_hidden_layers = 2
     if getattr(teacher.config, "layer_types", None):
@@ -249,12 +227,12 @@ def test_fewer_experts_route_only_to_the_kept_experts(
     report = init(teacher_dir, out, *set_args(family.student), "--elements", strategy)
     axes = report["axes"]
     teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
-    hidden = indices(axes["hidden"])
+    hidden = kept_indices(axes["hidden"])
     gate, up, down = family.projections
     for layer in (0, 1):  # first-N layers: student layer i is teacher layer i
-        kept = indices(axes[f"experts[{layer}]"])
+        kept = kept_indices(axes[f"experts[{layer}]"])
         assert len(kept) == 2 and kept.tolist() == sorted(kept.tolist())
-        mlp = indices(axes[f"mlp[{layer}]"])
+        mlp = kept_indices(axes[f"mlp[{layer}]"])
         router = family.router.format(layer=layer)
         t_router, s_router = teacher[router], student[router]  # [experts, hidden]
         assert s_router.shape == (2, 32)
@@ -269,7 +247,7 @@ def test_fewer_experts_route_only_to_the_kept_experts(
             assert torch.equal(student[s_name.format(down)], teacher[t_name.format(down)][hidden][:, mlp])
         assert family.expert.format(layer=layer, expert=2, proj=gate) not in student
         if family.shared:
-            shared = indices(axes[f"shared_mlp[{layer}]"])
+            shared = kept_indices(axes[f"shared_mlp[{layer}]"])
             p = f"model.layers.{layer}.mlp."
             for proj in ("gate_proj", "up_proj"):
                 t_weight = teacher[f"{p}shared_expert.{proj}.weight"]
@@ -281,11 +259,11 @@ def test_fewer_experts_route_only_to_the_kept_experts(
 
     # and in transformers: the student's router, given the teacher's hidden states restricted to the kept
     # dims, scores exactly the kept experts as the teacher's router does
-    model = load_clean(family, out)
+    model = load_clean(family.model_class, out)
     x = torch.randn(7, 32, generator=torch.Generator().manual_seed(2))
     router_weight = model.model.layers[0].mlp.gate.weight  # transformers 5 names every family's block `mlp`
     t_router = teacher[family.router.format(layer=0)]
-    kept = indices(axes["experts[0]"])
+    kept = kept_indices(axes["experts[0]"])
     assert torch.equal(router_weight.detach(), t_router[kept][:, hidden])
     s_logits, t_logits = x @ router_weight.T, x @ t_router[:, hidden].T  # [tokens, 2], [tokens, 4]
     torch.testing.assert_close(s_logits, t_logits[:, kept])  # equal up to the matmul's rounding
@@ -310,7 +288,7 @@ def test_more_experts_per_token_than_experts_is_refused(tmp_path: Path, teachers
     ok = run_cli("init", "-t", teachers[name], "-o", out, "-q", "--set", f"{family.experts_key}=1",
                  "--set", "num_experts_per_tok=1")  # fmt: skip
     assert ok.exit_code == 0, ok.stderr
-    load_clean(family, out)
+    load_clean(family.model_class, out)
 
 
 def test_more_experts_than_the_teacher_is_refused(tmp_path: Path, teachers: dict[str, Path]) -> None:
@@ -372,7 +350,7 @@ def test_a_fused_teacher_gives_the_same_student(
     assert gate_up["shape"] == [2, 2 * family.student[family.mlp_key], 32]
     assert gate_up["dims"][0]["axis"] == "experts[0]"
     assert gate_up["dims"][1]["axis"] == "mlp[0] | mlp[0]"
-    a, b = load_clean(family, tmp_path / "a"), load_clean(family, tmp_path / "b")
+    a, b = load_clean(family.model_class, tmp_path / "a"), load_clean(family.model_class, tmp_path / "b")
     with torch.no_grad():
         torch.testing.assert_close(b(input_ids=input_ids()).logits, a(input_ids=input_ids()).logits, atol=0, rtol=0)
     assert run_cli("verify", "--teacher", fused_dir, "--student", tmp_path / "b").exit_code == 0
@@ -385,7 +363,7 @@ def test_a_fused_teacher_under_magnitude_loads_and_verifies(tmp_path: Path, teac
     report = init(fused_dir, tmp_path / "s", *set_args(family.student), "--elements", "magnitude")
     assert all(len(m["kept"]) == 2 for m in report["expert_maps"])
     with torch.no_grad():
-        assert torch.isfinite(load_clean(family, tmp_path / "s")(input_ids=input_ids()).logits).all()
+        assert torch.isfinite(load_clean(family.model_class, tmp_path / "s")(input_ids=input_ids()).logits).all()
     assert run_cli("verify", "--teacher", fused_dir, "--student", tmp_path / "s").exit_code == 0
 
 
@@ -407,7 +385,7 @@ def test_magnitude_keeps_the_experts_with_the_largest_weights(tmp_path: Path, te
     assert report["expert_maps"] == [
         {"layers": "0-1", "teacher_experts": 4, "kept": [1, 3], "summary": "1,3 of 4", "picture": "□■□■"}
     ]
-    load_clean(family, tmp_path / "s")
+    load_clean(family.model_class, tmp_path / "s")
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -420,14 +398,14 @@ def test_flat_attention_keeps_the_experts_axis(tmp_path: Path, teachers: dict[st
     teacher, student = load_file(teachers[name] / "model.safetensors"), load_file(out / "model.safetensors")
     entries = {t["name"]: t for t in report["tensors"]}
     for layer in (0, 1):
-        kept = indices(report["axes"][f"experts[{layer}]"])
+        kept = kept_indices(report["axes"][f"experts[{layer}]"])
         router = entries[family.router.format(layer=layer)]
         assert router["dims"][0]["axis"] == f"experts[{layer}]"
-        hidden = indices(router["dims"][1])
+        hidden = kept_indices(router["dims"][1])
         t_router = teacher[family.router.format(layer=layer)]
         assert torch.equal(student[family.router.format(layer=layer)], t_router[kept][:, hidden])
         for j, e in enumerate(kept.tolist()):
             s_name = family.expert.format(layer=layer, expert=j, proj=family.projections[0])
             assert entries[s_name]["teacher"] == family.expert.format(layer=layer, expert=e, proj=family.projections[0])
-    load_clean(family, out)
+    load_clean(family.model_class, out)
     assert run_cli("verify", "--teacher", teachers[name], "--student", out).exit_code == 0

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import transformers as tf
-from conftest import run_cli
+from conftest import load_clean, run_cli, set_args
 from safetensors.torch import load_file
 
 BATCH, SEQ, IMAGE = 2, 7, 32
@@ -77,25 +77,12 @@ def build_teacher(folder: Path, family: Family) -> torch.nn.Module:
     return model
 
 
-def set_args(changes: dict[str, Any]) -> list[str]:
-    return [arg for key, value in changes.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-
-
 def inputs() -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
     return {
         "input_ids": torch.randint(0, TEXT["vocab_size"], (BATCH, SEQ), generator=gen),
         "pixel_values": torch.randn(BATCH, 3, IMAGE, IMAGE, generator=gen),
     }
-
-
-def load_clean(family: Family, folder: Path) -> torch.nn.Module:
-    model, info = family.model_class.from_pretrained(folder, output_loading_info=True)
-    assert not info["missing_keys"], info
-    assert not info["unexpected_keys"], info
-    assert not info["mismatched_keys"], info
-    assert not info.get("error_msgs"), info
-    return model.eval()
 
 
 def init(teacher_dir: Path, out: Path, *args: Any) -> dict[str, Any]:
@@ -120,7 +107,7 @@ def test_half_size_student_loads_runs_and_verifies(tmp_path: Path, family_name: 
     assert [m["group"] for m in report["layer_maps"]] == ["text_model.encoder.layers", "vision_model.encoder.layers"]
     assert [m["map"] for m in report["layer_maps"]] == [[[0, 0], [1, 1]]] * 2
 
-    model = load_clean(family, out)
+    model = load_clean(family.model_class, out)
     with torch.no_grad():
         y = model(**inputs())
     for embeds in (y.text_embeds, y.image_embeds):
@@ -144,7 +131,7 @@ def test_depth_only_student_equals_the_cut_teacher(tmp_path: Path, family_name: 
     teacher = build_teacher(teacher_dir, family)
     depths = {"text_config.num_hidden_layers": 2, "vision_config.num_hidden_layers": 3}
     init(teacher_dir, out, *set_args(depths))
-    student = load_clean(family, out)
+    student = load_clean(family.model_class, out)
 
     teacher.text_model.encoder.layers = teacher.text_model.encoder.layers[:2]
     teacher.vision_model.encoder.layers = teacher.vision_model.encoder.layers[:3]
@@ -210,7 +197,7 @@ def test_scalars_are_copied(tmp_path: Path, family_name: str) -> None:
     teacher.save_pretrained(teacher_dir)
     report = init(teacher_dir, out, *set_args(HALF | family.student))
     actions = {t["name"]: t["action"] for t in report["tensors"]}
-    student = load_clean(family, out)
+    student = load_clean(family.model_class, out)
     for name in family.scalars:
         assert actions[name] == "copy"
         assert torch.equal(getattr(student, name), getattr(teacher, name)), name
@@ -221,7 +208,7 @@ def test_text_positions_truncate_and_vision_positions_are_kept(tmp_path: Path, f
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
     build_teacher(teacher_dir, family)
     report = init(teacher_dir, out, *set_args(HALF | family.student | {"text_config.max_position_embeddings": 8}))
-    load_clean(family, out)
+    load_clean(family.model_class, out)
     teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
     text_hidden, vision_hidden = kept(report, "text.hidden"), kept(report, "vision.hidden")
     name = "text_model.embeddings.position_embedding.weight"
@@ -257,7 +244,7 @@ def test_layer_lists_per_tower(tmp_path: Path, family_name: str) -> None:
     build_teacher(teacher_dir, family)
     report = init(teacher_dir, out, "--layers", "1,3;0,2", *set_args(HALF | family.student))
     assert [m["map"] for m in report["layer_maps"]] == [[[0, 1], [1, 3]], [[0, 0], [1, 2]]]
-    model = load_clean(family, out)
+    model = load_clean(family.model_class, out)
     with torch.no_grad():
         assert torch.isfinite(model(**inputs()).logits_per_image).all()
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 import transformers
-from conftest import run_cli
+from conftest import load_clean, run_cli, set_args
 from safetensors import safe_open
 
 import wsel
@@ -135,16 +135,9 @@ def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return folders
 
 
-def set_args(changes: dict[str, Any]) -> list[str]:
-    return [arg for key, value in changes.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-
-
 def load_cleanly(folder: Path) -> torch.nn.Module:
     config = transformers.AutoConfig.from_pretrained(folder)
-    model_class = getattr(transformers, config.architectures[0])
-    model, info = model_class.from_pretrained(folder, output_loading_info=True)
-    assert not any(info.values()), info  # no missing, unexpected or mismatched keys, no error messages
-    return model
+    return load_clean(getattr(transformers, config.architectures[0]), folder)
 
 
 def refused(result: Any, out: Path, message: str) -> None:

@@ -126,6 +126,11 @@ def search_students(
             f"{t_config.source}: --target-params searches the sizes of one stack, and {arch.name} has several "
             f"({stacks}); give each stack's sizes with --set instead"
         )
+    if arch.leading_layers:  # the search counts every layer as one shape, and sets no latent ranks
+        raise PlanError(
+            f"{t_config.source}: --target-params does not search {arch.name} students (layers of two kinds: "
+            f"{', '.join(arch.leading_layers)}); give the student's sizes with --set instead"
+        )
     overrides = list(sets.items()) if isinstance(sets, Mapping) else [parse_set(s) for s in sets]
 
     def plan_for(sizes: dict[str, int]) -> Plan:

@@ -3,7 +3,8 @@
 Consistency (the paper's finding that matters most) holds by construction: a dim's selection is composed
 from its axes' selections, each chosen once. Attention is structured: whole heads, query heads with their
 GQA key/value group, RoPE pairs and frequencies kept (`rope_head_dim`); `flat` applies the element
-strategy to whole attention dims by size, as the paper's code does.
+strategy to whole attention dims by size, as the paper's code does. Experts routed in groups (DeepSeek's
+`n_group`) stay within their group as query heads stay with theirs.
 """
 
 from __future__ import annotations
@@ -13,20 +14,34 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wsel import select
-from wsel.axes import DimLabel, axis_name, base_axis, compose, is_literal, kind_of, size_label, stack_of
+from wsel.axes import (
+    DimLabel,
+    axis_name,
+    base_axis,
+    compose,
+    group_label,
+    is_group,
+    is_literal,
+    kind_of,
+    size_label,
+    stack_of,
+)
 from wsel.errors import PlanError
 from wsel.options import Attention
 from wsel.select import Selection
 from wsel.strategies import ElementStrategy, top_indices
 
+# axes whose members come in groups kept whole or not at all: members → groups
+MEMBER_GROUPS = {"heads": "kv_heads", "experts": "expert_groups"}
 
-def rope_head_dim(teacher: int, student: int, rotary_fraction: float) -> Selection:
+
+def rope_head_dim(teacher: int, student: int, rotary_fraction: float, interleaved: bool = False) -> Selection:
     """Dims kept inside each q/k head so that RoPE still pairs and rotates them as in the teacher.
 
-    rotate_half pairs dim i with i + r/2 (r = rotary dims). Keeping every k-th pair (k = r / r')
-    from 0 in both halves keeps the pairs together, and pair i' of the student then has the
-    teacher's frequency theta^(-2 i' k / r) = theta^(-2 i' / r'), with the same rope_theta.
-    Non-rotary dims (partial rotary) are selected by the paper's rule.
+    rotate_half pairs dim i with i + r/2 (r = rotary dims); interleaved RoPE (DeepSeek, GPT-J) pairs
+    dims 2i and 2i+1. Keeping every k-th pair (k = r / r') from 0 keeps the pairs together, and pair i'
+    of the student then has the teacher's frequency theta^(-2 i' k / r) = theta^(-2 i' / r'), with
+    the same rope_theta. Non-rotary dims (partial rotary) are selected by the paper's rule.
     """
     rotary_t, rotary_s = int(teacher * rotary_fraction), int(student * rotary_fraction)
     if not _rope_ok(teacher, student, rotary_fraction):
@@ -37,8 +52,11 @@ def rope_head_dim(teacher: int, student: int, rotary_fraction: float) -> Selecti
         )
     step = rotary_t // rotary_s
     half_t, half_s = rotary_t // 2, rotary_s // 2
-    first = np.arange(half_s) * step  # [rotary_s / 2]
-    kept = [first, half_t + first]
+    pairs = np.arange(half_s) * step  # [rotary_s / 2]: the teacher pairs kept
+    if interleaved:
+        kept = [np.stack([2 * pairs, 2 * pairs + 1], axis=1).ravel()]  # [rotary_s]: 2p, 2p+1 for each pair p
+    else:
+        kept = [pairs, half_t + pairs]
     if teacher > rotary_t:
         kept.append(rotary_t + select.uniform(teacher - rotary_t, student - rotary_s).indices())
     return select.from_indices(teacher, np.concatenate(kept), origin="rope")
@@ -58,6 +76,7 @@ class AxisSelector:
     rotary_fraction: float | None  # None: no RoPE in this architecture
     attention: Attention = "structured"
     elements: ElementStrategy = field(default_factory=ElementStrategy)
+    rope_interleaved: bool = False  # RoPE pairs dims 2i, 2i+1 (else i, i + r/2)
     chosen: dict[str, Selection] = field(default_factory=dict)  # axis name → Selection, for the report
 
     def axis(self, axis: str, layer: int | None) -> Selection:
@@ -68,38 +87,41 @@ class AxisSelector:
 
     def _choose(self, axis: str, layer: int | None) -> Selection:
         name = axis_name(axis, layer)
-        t, s = self.teacher[_size_key(axis)], self.student[_size_key(axis)]
-        kind, stack = kind_of(axis), stack_of(axis)  # a stack's heads follow its own key/value heads
+        t, s = self.teacher[axis], self.student[axis]
+        kind, stack, base = kind_of(axis), stack_of(axis), base_axis(axis)  # a stack's heads follow its own groups
         if kind == "equal":
             return select.identity(t)
         if kind == "truncate":
             return Selection(t, 0, 1, s)
-        if base_axis(axis) == "heads":
-            return self._query_heads(stack, layer)
-        unscored = self.elements.name == "magnitude" and name not in self.elements.scores
-        if base_axis(axis) == "kv_heads" and unscored and self.teacher[stack + "heads"] == t:
-            # multi-head attention stored per head (GPT-NeoX's heads*3*head_dim): no tensor labels kv_heads,
-            # and each key/value head is its query head, ranked by the scores of `heads`
-            return self.elements.choose(axis_name(stack + "heads", layer), t, s)
-        if base_axis(axis) == "head_dim" and self.rotary_fraction is not None and s != t:
-            return rope_head_dim(t, s, self.rotary_fraction)  # a structural constraint: no strategy applies
+        groups = stack + MEMBER_GROUPS.get(base, "")
+        if groups != stack and groups in self.teacher and groups in self.student:
+            return self._within_groups(stack + base, groups, layer)
+        members = stack + next((m for m, g in MEMBER_GROUPS.items() if g == base), "")
+        if members != stack and s != t and self.elements.name == "magnitude" and name not in self.elements.scores:
+            # no tensor carries these groups (GPT-NeoX's key/value heads, one per query head, in heads*3*head_dim;
+            # DeepSeek's expert groups): a group scores what its members score
+            scores = self.elements.score(axis_name(members, layer), self.teacher[members]).reshape(t, -1)
+            return select.from_indices(t, top_indices(scores.sum(axis=1), s), "magnitude")
+        if base == "head_dim" and self.rotary_fraction is not None and s != t:
+            # a structural constraint: no strategy applies
+            return rope_head_dim(t, s, self.rotary_fraction, self.rope_interleaved)
         return self.elements.choose(name, t, s)
 
-    def _query_heads(self, stack: str, layer: int | None) -> Selection:
-        """GQA: the kept key/value heads first, then within each kept group the query heads it serves (of one
-        stack: `stack` is `` or a qualifier such as `text.`)."""
-        heads_t = self.teacher[stack + "heads"]
-        group_t = heads_t // self.teacher[stack + "kv_heads"]
-        group_s = self.student[stack + "heads"] // self.student[stack + "kv_heads"]
-        kv = self.axis(stack + "kv_heads", layer).indices()  # [student kv heads]
-        name = axis_name(stack + "heads", layer)
-        if self.elements.name == "magnitude":  # the best-scoring query heads of each kept group
-            scores = self.elements.score(name, heads_t).reshape(-1, group_t)  # [kv heads, group]
-            within = np.stack([top_indices(scores[g], group_s) for g in kv])  # [student kv heads, group_s]
+    def _within_groups(self, members: str, groups: str, layer: int | None) -> Selection:
+        """Members kept inside whole groups (GQA's query heads with the key/value head they share, experts
+        with their routing group): the kept groups first, then within each kept group its kept members."""
+        members_t = self.teacher[members]
+        per_group_t = members_t // self.teacher[groups]
+        per_group_s = self.student[members] // self.student[groups]
+        kept_groups = self.axis(groups, layer).indices()  # [student groups]
+        name = axis_name(members, layer)
+        if self.elements.name == "magnitude" and per_group_s < per_group_t:  # the best-scoring of each group
+            scores = self.elements.score(name, members_t).reshape(-1, per_group_t)  # [groups, per group]
+            within = np.stack([top_indices(scores[g], per_group_s) for g in kept_groups])  # [groups_s, per_group_s]
         else:  # one pattern for every group
-            within = self.elements.choose(f"{name}/group", group_t, group_s).indices()[None, :]
-        kept = (kv[:, None] * group_t + within).ravel()
-        return select.from_indices(heads_t, kept, origin=self.elements.name)
+            within = self.elements.choose(f"{name}/group", per_group_t, per_group_s).indices()[None, :]
+        kept = (kept_groups[:, None] * per_group_t + within).ravel()
+        return select.from_indices(members_t, kept, origin=self.elements.name)
 
     def dim(self, dim: DimLabel, layer: int | None) -> tuple[Selection, str, DimLabel]:
         """The Selection over one tensor dim (an architecture dim expression), how it was made (for people)
@@ -120,16 +142,19 @@ class AxisSelector:
         selection = compose(label, self.chosen, t)
         if len(dim.blocks) == 1 and len(dim.blocks[0]) == 1:
             return selection, selection.describe(), label
+        return selection, self._text(dim, layer), label
+
+    def _text(self, dim: DimLabel, layer: int | None) -> str:
+        """`heads[0:8:2]×head_dim[:]`, blocks side by side (`copy` for a literal block), groups in parentheses."""
         texts = [
             "copy" if len(block) == 1 and is_literal(block[0]) else "×".join(self._factor_text(a, layer) for a in block)
             for block in dim.blocks
         ]
-        return selection, " | ".join(texts), label
+        return " | ".join(texts)
 
     def _factor_text(self, factor: str, layer: int | None) -> str:
-        """`heads[0:8:2]`, or a literal inside a product as it is (`3`: every one of its indices kept)."""
+        """`heads[0:8:2]`, a group as `(nope_dim[...] | head_dim[...])`, or a literal inside a product as it is
+        (`3`: every one of its indices kept)."""
+        if is_group(factor):
+            return f"({self._text(group_label(factor), layer)})"
         return factor if is_literal(factor) else f"{factor}[{self.axis(factor, layer).describe()}]"
-
-
-def _size_key(axis: str) -> str:
-    return stack_of(axis) + "head_dim" if base_axis(axis) == "v_head_dim" else axis

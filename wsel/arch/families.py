@@ -13,6 +13,11 @@ name: `text.hidden`, `vision.heads`, sized from its own config keys (`text_confi
 with its own depth (`text.layers`). A per-layer template belongs to the stack its qualified axes name (a
 template naming none, such as a norm over a shared `hidden`, to the stack of the other templates of its layer
 group), and each stack's layers are mapped on their own. Unqualified axes (`projection`) are shared.
+
+A model whose first layers are built differently (DeepSeek's first `first_k_dense_replace` layers have a dense
+MLP, the others experts) names that count under `leading_layers`: a student layer is of the kind of the teacher
+layer it reads, so the student's count follows its layer map. `derived_keys` are config keys that restate
+other sizes (DeepSeek's `qk_head_dim`); the student's config.json gets them recomputed from its own values.
 """
 
 from __future__ import annotations
@@ -41,12 +46,18 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "embeddings": list,
     "in_out_weights": list,
     "layer_lists": list,
+    "leading_layers": list,
+    "derived_keys": dict,
     "ignore": list,
 }
 _ROPE_FIELDS = {"partial_rotary_factor"}
-_REQUIRED_SIZES = {"hidden", "layers", "heads", "kv_heads", "head_dim"}
-# sizes that are counts, not axes of any tensor: the layers, and how many experts route each token
-COUNTS = {"layers", "experts_per_token"}
+_ROPE_OPTIONAL = {"interleaved"}  # whether RoPE pairs dims 2i, 2i+1 (DeepSeek); absent: i, i + r/2 (rotate_half)
+REQUIRED_SIZES = ("hidden", "layers", "heads", "kv_heads", "head_dim")  # every stack's
+# sizes that are counts, not axes of any tensor: the layers, how many experts route each token, and how many
+# expert groups it chooses among first (DeepSeek's topk_group)
+ROUTING_COUNTS = {"experts_per_token", "expert_groups_per_token"}
+# ... and layers stored after the model's last that it does not build (DeepSeek-V3's multi-token prediction)
+COUNTS = {"layers", "prediction_layers", *ROUTING_COUNTS}
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ class Architecture:
     model_types: tuple[str, ...]
     sizes: dict[str, tuple[str, ...]]  # axis → config expressions, first present wins
     rope_fraction: tuple[str, ...] | None  # expressions for the rotary share of head_dim; None: no RoPE
+    rope_interleaved: tuple[str, ...]  # expressions that say whether RoPE pairs are interleaved; () : never
     prefixes: tuple[str, ...]  # candidates for `{p}`, the base model's prefix
     templates: tuple[Template, ...]
     tied: dict[str, str]  # template → template it equals when embeddings are tied
@@ -95,6 +107,8 @@ class Architecture:
     embeddings: tuple[str, ...]  # lookup tables: their dims are not inputs of a product (never rescaled)
     in_out_weights: tuple[str, ...]  # weights stored [in, out] (GPT-2 Conv1D); others are [out, in, ...]
     layer_lists: tuple[str, ...]  # config keys holding one entry per layer
+    leading_layers: tuple[str, ...]  # config keys counting the first layers, built differently (dense MLPs)
+    derived_keys: dict[str, str]  # config key → the expression a student's config.json recomputes it from
     ignore: tuple[str, ...]  # teacher tensors (patterns) that are buffers, never written
     source: str  # the data file's name, for messages
 
@@ -127,8 +141,15 @@ def load_family(path: Traversable) -> Architecture:
         return ArchDataError(f"{path}: {problem}")
 
     doc = read_document(path, _FIELDS)
-    for key in ("model_types", "prefixes", "embeddings", "in_out_weights", "layer_lists", "ignore"):
+    for key in ("model_types", "prefixes", "embeddings", "in_out_weights", "layer_lists", "leading_layers", "ignore"):
         string_list(path, key, doc[key])
+    for key, expression in doc["derived_keys"].items():
+        try:
+            if not isinstance(expression, str):
+                raise ValueError("expected an expression (a string)")
+            check_expression(expression)
+        except (SyntaxError, ValueError) as e:
+            raise fail(f"derived_keys.{key}: {e}") from None
 
     sizes: dict[str, tuple[str, ...]] = {}
     for axis, alternatives in doc["sizes"].items():
@@ -145,15 +166,15 @@ def load_family(path: Traversable) -> Architecture:
     stacks = [stack_of(axis) for axis in sizes if base_axis(axis) == "layers"] or [""]
     for stack in stacks:  # each stack (one, unqualified, in most families) has its own attention and depth
         # an unqualified axis is shared by the stacks that do not qualify it (an encoder-decoder's `hidden`)
-        missing = sorted(stack + axis for axis in _REQUIRED_SIZES if stack + axis not in sizes and axis not in sizes)
+        missing = sorted(stack + axis for axis in REQUIRED_SIZES if stack + axis not in sizes and axis not in sizes)
         if missing:
             raise fail(f"sizes must define {missing}")
 
     rope = doc["rope"]
-    if rope is not None and set(rope) != _ROPE_FIELDS:
-        raise fail(f"rope: expected exactly {sorted(_ROPE_FIELDS)}")
-    if rope is not None:
-        string_list(path, "rope.partial_rotary_factor", rope["partial_rotary_factor"])
+    if rope is not None and not _ROPE_FIELDS <= set(rope) <= _ROPE_FIELDS | _ROPE_OPTIONAL:
+        raise fail(f"rope: expected {sorted(_ROPE_FIELDS)}, and optionally {sorted(_ROPE_OPTIONAL)}")
+    for key in sorted(rope or {}):
+        string_list(path, f"rope.{key}", rope[key])
 
     templates = []
     for pattern, dims in doc["tensors"].items():
@@ -188,6 +209,7 @@ def load_family(path: Traversable) -> Architecture:
         model_types=tuple(doc["model_types"]),
         sizes=sizes,
         rope_fraction=tuple(rope["partial_rotary_factor"]) if rope else None,
+        rope_interleaved=tuple(rope.get("interleaved", ())) if rope else (),
         prefixes=tuple(doc["prefixes"]),
         templates=tuple(templates),
         tied=dict(doc["tied"]),
@@ -195,6 +217,8 @@ def load_family(path: Traversable) -> Architecture:
         embeddings=tuple(doc["embeddings"]),
         in_out_weights=tuple(doc["in_out_weights"]),
         layer_lists=tuple(doc["layer_lists"]),
+        leading_layers=tuple(doc["leading_layers"]),
+        derived_keys={str(k): v for k, v in doc["derived_keys"].items()},
         ignore=tuple(doc["ignore"]),
         source=path.name,
     )

@@ -7,16 +7,18 @@ selected through the one AxisSelector, so each axis has one index set everywhere
 
 from __future__ import annotations
 
-from typing import TypeVar
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
-from wsel.arch import Architecture, Template
+from wsel.arch import REQUIRED_SIZES, Architecture, Template
 from wsel.axes import base_axis, kind_of, stack_of
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError, SpecError
-from wsel.hfconfig import derivations, first_value, read_sizes, size_keys
+from wsel.hfconfig import derivations, evaluate, first_value, read_sizes, size_keys
 from wsel.hffolder import FolderFiles, follow_layer_map, student_config_json, with_dtype
 from wsel.layers import LayerMap, group_strategy, make_layer_map
 from wsel.options import PlanOptions
@@ -27,7 +29,6 @@ from wsel.selector import AxisSelector
 from wsel.spec import ConfigStudent, StudentTensor
 
 V = TypeVar("V")
-_REQUIRED = ("hidden", "layers", "heads", "kv_heads", "head_dim")  # every stack's
 # (template pattern, layer or None, expert or None) → teacher tensor
 TeacherTensors = dict[tuple[str, int | None, int | None], TensorInfo]
 
@@ -51,16 +52,17 @@ class ArchPlanner(Planner):
         self.s_sizes = read_sizes(arch.sizes, student.config, student.source)
         self.keys = size_keys(arch.sizes)  # the config key users set for each axis, for messages
         for stack in arch.stacks:  # a stack's axes, or the unqualified ones it shares
-            for axis in (own if (own := stack + a) in arch.sizes else a for a in _REQUIRED):
+            for axis in (own if (own := stack + a) in arch.sizes else a for a in REQUIRED_SIZES):
                 for who, sizes, source in (("teacher", self.t_sizes, where), ("student", self.s_sizes, student.source)):
                     if axis not in sizes:
                         raise SpecError(f"{source}: {who} config has no {self.keys[axis]} ({arch.name} needs it)")
         for sizes in (self.s_sizes, self.t_sizes):
             for head_dim in [axis for axis in sizes if base_axis(axis) == "head_dim"]:
-                sizes[stack_of(head_dim) + "v_head_dim"] = sizes[head_dim]
+                sizes.setdefault(stack_of(head_dim) + "v_head_dim", sizes[head_dim])  # unless the family sizes it
         rotary = None
         if arch.rope_fraction is not None:
             rotary = float(first_value(arch.rope_fraction, teacher_config.config) or 1.0)
+        interleaved = bool(first_value(arch.rope_interleaved, teacher_config.config))
         t_derived, s_derived = derivations(arch.sizes, teacher_config.config), derivations(arch.sizes, student.config)
         for stack in arch.stacks:  # each stack's sizes checked on their own, by their base names
             shared = stack == arch.stacks[0]  # unqualified axes (a two-tower model's projection) once
@@ -76,8 +78,11 @@ class ArchPlanner(Planner):
 
         self.prefix = self._detect_prefix()
         self.found = self._match_teacher()
+        self.found_in_layer = {(pattern, layer) for pattern, layer, _ in self.found}
         self.layer_maps = self._layer_maps()
-        self.selector = AxisSelector(self.t_sizes, self.s_sizes, rotary, options.attention, self.elements)
+        self.selector = AxisSelector(
+            self.t_sizes, self.s_sizes, rotary, options.attention, self.elements, rope_interleaved=interleaved
+        )
 
     def plan(self) -> Plan:
         """Every template at the student's sizes, for every student layer, in template order."""
@@ -91,12 +96,13 @@ class ArchPlanner(Planner):
             layers: list[int | None] = list(range(self.s_sizes[depth])) if template.per_layer else [None]
             for layer in layers:
                 teacher_layer = None if layer is None else self.layer_maps[template.stack].teacher_index(layer)
-                for expert, teacher_expert in self._experts(template, layer):
+                for expert, teacher_expert in self._experts(template, layer, teacher_layer):
                     source = self.found.get((template.pattern, teacher_layer, teacher_expert))
                     if source is None and template.pattern in arch.tied:
                         source = self.found.get((arch.tied[template.pattern], None, None))
-                    if source is None and layer == 0:  # a tensor the teacher keeps in its first layer only, for
-                        # every layer (T5's relative_attention_bias): the student's first layer takes it too
+                    if source is None and layer == 0 and not arch.leading_layers:
+                        # where layers are all built alike, a tensor the teacher keeps in its first layer only is
+                        # for every layer (T5's relative_attention_bias): the student's first layer takes it too
                         source = self.found.get((template.pattern, 0, teacher_expert))
                     if source is None:
                         continue  # not part of this checkpoint (optional bias, other head, ...)
@@ -110,6 +116,12 @@ class ArchPlanner(Planner):
         config = student_config_json(self.student.config)
         if "" in self.layer_maps:  # per-layer lists are top-level keys: the unqualified stack's
             config = follow_layer_map(config, arch.layer_lists, self.teacher_config.config, self.layer_maps[""])
+            config = self._leading_layers(config)
+        for key, expression in arch.derived_keys.items():
+            if key in config:
+                config[key] = evaluate(expression, config)
+        if "prediction_layers" in self.keys and self.keys["prediction_layers"] in config:
+            config[self.keys["prediction_layers"]] = 0  # the student is written without them
         config = with_dtype(config, cast_name(self.options.dtype))
         return Plan(
             teacher=self.teacher,
@@ -127,23 +139,64 @@ class ArchPlanner(Planner):
             folder_files=FolderFiles(config, self.teacher_config.companions),
         )
 
-    def _experts(self, template: Template, layer: int | None) -> list[tuple[int | None, int | None]]:
+    def _experts(
+        self, template: Template, layer: int | None, teacher_layer: int | None
+    ) -> list[tuple[int | None, int | None]]:
         """(student expert, teacher expert) for each expert a per-expert template is written for: the layer's
-        kept experts (its `experts[i]` selection), in order; `(None, None)` for every other template."""
+        kept experts (its `experts[i]` selection), in order; none where the teacher layer has no experts (a
+        dense layer); `(None, None)` for every other template."""
         if not template.per_expert:
             return [(None, None)]
+        if (template.pattern, teacher_layer) not in self.found_in_layer:
+            return []
         kept = self.selector.axis("experts", layer).indices()
         return [(j, int(e)) for j, e in enumerate(kept)]
 
     def _check_routing(self) -> None:
-        """A mixture-of-experts student routes each token to `experts_per_token` of its experts: no more than it has."""
-        top_k, experts = self.s_sizes.get("experts_per_token"), self.s_sizes.get("experts")
-        if top_k is not None and experts is not None and top_k > experts:
-            key, experts_key = self.keys["experts_per_token"], self.keys["experts"]
-            raise PlanError(
-                f"{self.student.source}: student {key} = {top_k} is more than its {experts_key} = {experts}; "
-                f"pass --set {key}={experts} or less, or keep {experts_key} at {top_k} or more"
+        """A mixture-of-experts student routes each token to `experts_per_token` of its experts: no more than it
+        has; routing in groups (DeepSeek), to that many of the experts in the groups it chooses first."""
+        sizes, keys = self.s_sizes, self.keys
+        for count, of in (("experts_per_token", "experts"), ("expert_groups_per_token", "expert_groups")):
+            if count in sizes and of in sizes and sizes[count] > sizes[of]:
+                raise PlanError(
+                    f"{self.student.source}: student {keys[count]} = {sizes[count]} is more than its {keys[of]} = "
+                    f"{sizes[of]}; pass --set {keys[count]}={sizes[of]} or less, or keep {keys[of]} at "
+                    f"{sizes[count]} or more"
+                )
+        if all(k in sizes for k in ("experts_per_token", "experts", "expert_groups", "expert_groups_per_token")):
+            reachable = sizes["expert_groups_per_token"] * (sizes["experts"] // sizes["expert_groups"])
+            if sizes["experts_per_token"] > reachable:
+                raise PlanError(
+                    f"{self.student.source}: student {keys['experts_per_token']} = {sizes['experts_per_token']} is "
+                    f"more than the {reachable} experts of the {keys['expert_groups_per_token']} = "
+                    f"{sizes['expert_groups_per_token']} groups a token chooses; pass --set "
+                    f"{keys['experts_per_token']}={reachable} or less, or a larger {keys['expert_groups_per_token']}"
+                )
+
+    def _leading_layers(self, config: dict[str, Any]) -> dict[str, Any]:
+        """`config` with each count of specially built first layers (DeepSeek's dense-MLP `first_k_dense_replace`)
+        made to follow the layer map: a student layer is built as the teacher layer it reads. A count the student
+        changed (from the teacher's) that disagrees is refused."""
+        layer_map, config = self.layer_maps[""], dict(config)
+        for key in self.arch.leading_layers:
+            teacher_count, student_count = self.teacher_config.config.get(key), config.get(key)
+            if not isinstance(teacher_count, int) or isinstance(teacher_count, bool):
+                continue
+            # layer maps are increasing, so the student layers that read these are its first ones
+            special = [i for i, t in enumerate(layer_map.kept) if t < teacher_count]
+            if student_count == len(special):
+                continue
+            if student_count != teacher_count:  # the student chose its own count
+                raise PlanError(
+                    f"{self.student.source}: student {key} = {student_count}, but {len(special)} of its layers read "
+                    f"the teacher's first {teacher_count} ({key}); pass --set {key}={len(special)}"
+                )
+            config[key] = len(special)
+            self.warnings.append(
+                f"{key} {teacher_count} → {len(special)}: the student's layers read {len(special)} of the "
+                f"teacher's first {teacher_count}"
             )
+        return config
 
     def _tensor(
         self, tensor: StudentTensor, source: TensorInfo, template: Template, layer: int | None
@@ -182,10 +235,17 @@ class ArchPlanner(Planner):
         regexes = [(t, t.regex(prefix)) for t in arch.templates]
         ignored = [Template(p, ()).regex(prefix) for p in arch.ignore]
         found: TeacherTensors = {}
+        beyond = self._prediction_layers()
         for name, info in self.teacher.tensors.items():
-            if any(r.match(name) for r in ignored):
+            if any(r.match(name) for r in ignored) or beyond(name):
                 continue
             match = next(((t, m) for t, r in regexes if (m := r.match(name))), None)
+            if match is None and name.endswith("_scale_inv"):
+                raise PlanError(
+                    f"teacher tensor {name!r} is a block scale of an FP8 checkpoint; wsel copies the stored bytes "
+                    "and cannot rescale FP8 blocks: convert the teacher to BF16 first (e.g. with DeepSeek's "
+                    "fp8_cast_bf16.py), then select from that"
+                )
             if match is None:
                 raise PlanError(
                     f"teacher tensor {name!r} is not described by the {arch.name} architecture data ({arch.source}); "
@@ -215,6 +275,21 @@ class ArchPlanner(Planner):
                 )
             found[(template.pattern, layer, expert)] = info
         return found
+
+    def _prediction_layers(self) -> Callable[[str], bool]:
+        """Whether a teacher tensor belongs to a layer stored after the model's last (DeepSeek-V3's
+        multi-token-prediction layers, `num_nextn_predict_layers`): not part of the model transformers builds, so
+        never read; the report notes them."""
+        depth, extra = self.t_sizes["layers"], self.t_sizes.get("prediction_layers", 0)
+        group = next((t.group for t in self.arch.templates if t.per_layer and not t.stack), None)
+        if not extra or group is None:
+            return lambda name: False
+        layer = re.compile(rf"^{re.escape(group.replace('{p}', self.prefix))}\.([0-9]{{1,9}})\.")
+        key = self.keys["prediction_layers"]
+        if any(depth <= int(m.group(1)) < depth + extra for n in self.teacher.tensors if (m := layer.match(n))):
+            last = f"-{depth + extra - 1}" if extra > 1 else ""
+            self.warnings.append(f"teacher layers {depth}{last} ({key}) are not layers of the model: left out")
+        return lambda name: (m := layer.match(name)) is not None and depth <= int(m.group(1)) < depth + extra
 
     def _layer_maps(self) -> dict[str, LayerMap]:
         """Stack → its layer map, each stack's layers mapped on their own (explicit `--layers` lists: one per

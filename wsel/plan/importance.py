@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from wsel.arch import Architecture, Template, all_architectures
-from wsel.axes import DimLabel, is_literal, literal_size
+from wsel.axes import DimLabel, group_label, is_group, is_literal, literal_size
 from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, TensorReader
@@ -137,7 +137,8 @@ def split_label(label: DimLabel, values: np.ndarray, sizes: dict[str, int]) -> l
     """Distribute one dim's per-index scores over the axes its label names.
 
     `heads[0]*head_dim | kv_heads[0]*head_dim`: split into blocks, reshape each block to
-    [heads, head_dim] and sum over the other factor. Literals and copied axes get nothing.
+    [heads, head_dim] and sum over the other factor; a group (`heads[0]*(nope_dim | head_dim)`) gets its sums
+    split in turn. Literals and copied axes get nothing.
     """
     result: list[tuple[str, np.ndarray]] = []
     offset = 0
@@ -147,8 +148,10 @@ def split_label(label: DimLabel, values: np.ndarray, sizes: dict[str, int]) -> l
         part = values[offset : offset + size].reshape(shape)  # [factor sizes...]
         offset += size
         for i, factor in enumerate(factors):
-            if factor in sizes and not is_literal(factor):
-                other = tuple(a for a in range(len(factors)) if a != i)
+            other = tuple(a for a in range(len(factors)) if a != i)
+            if is_group(factor):
+                result += split_label(group_label(factor), part.sum(axis=other) if other else part, sizes)
+            elif factor in sizes and not is_literal(factor):
                 result.append((factor, part.sum(axis=other) if other else part))
     return result
 
@@ -157,6 +160,8 @@ def _factor_size(factor: str, sizes: dict[str, int]) -> int:
     """The teacher size of a factor: a recorded axis, or a size the factor states (`384`, `384→192`)."""
     if factor in sizes:
         return sizes[factor]
+    if is_group(factor):
+        return group_label(factor).size({f: _factor_size(f, sizes) for f in group_label(factor).axes})
     size = literal_size(factor)
     if size is None:
         raise ValueError(f"axis {factor!r} has no recorded size")

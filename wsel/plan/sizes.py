@@ -6,10 +6,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from wsel.arch.families import ROUTING_COUNTS
 from wsel.axes import AXIS_KINDS
 from wsel.errors import PlanError
 from wsel.hfconfig import is_key
-from wsel.selector import rope_head_dim
+from wsel.selector import MEMBER_GROUPS, rope_head_dim
+
+# how messages call a member and its group: (members, one member, one group)
+_GROUP_WORDS = {
+    "heads": ("query heads", "query head", "key/value head"),
+    "experts": ("experts", "expert", "expert group"),
+}
 
 
 @dataclass(frozen=True)
@@ -41,19 +48,9 @@ class SizeCheck:
         t, s = self.teacher.values, self.student.values
         for axis in sorted(set(t) & set(s)):
             self._axis(axis, t[axis], s[axis])
-        for who, sizes in (("teacher", t), ("student", s)):
-            if sizes["heads"] % sizes["kv_heads"]:
-                raise self.fail(
-                    f"{who} {self.name('heads')} = {sizes['heads']} is not a multiple of "
-                    f"{self.name('kv_heads')} = {sizes['kv_heads']}"
-                )
-        group_t, group_s = t["heads"] // t["kv_heads"], s["heads"] // s["kv_heads"]
-        if group_s > group_t:
-            raise self.fail(
-                f"student has {group_s} query heads per key/value head but the teacher has {group_t}; keep "
-                f"{self.name('heads')} / {self.name('kv_heads')} at most {group_t} so every query head keeps its "
-                "key/value head"
-            )
+        for members, groups in MEMBER_GROUPS.items():
+            if all(axis in sizes for axis in (members, groups) for sizes in (t, s)):
+                self._groups(members, groups)
         if rotary_fraction is not None and s["head_dim"] != t["head_dim"]:
             try:
                 rope_head_dim(t["head_dim"], s["head_dim"], rotary_fraction)
@@ -61,12 +58,32 @@ class SizeCheck:
                 raise self.fail(f"{e}; e.g. {self._head_dim_fix()}" if self.suggest else str(e)) from None
         return self._notes()
 
+    def _groups(self, members: str, groups: str) -> None:
+        """Members (query heads, experts) kept inside whole groups: each config's groups divide its members, and a
+        student group holds no more members than a teacher group."""
+        t, s = self.teacher.values, self.student.values
+        for who, sizes in (("teacher", t), ("student", s)):
+            if sizes[groups] == 0 or sizes[members] % sizes[groups]:
+                raise self.fail(
+                    f"{who} {self.name(members)} = {sizes[members]} is not a multiple of "
+                    f"{self.name(groups)} = {sizes[groups]}"
+                )
+        group_t, group_s = t[members] // t[groups], s[members] // s[groups]
+        if group_s > group_t:
+            plural, member, group = _GROUP_WORDS[members]
+            raise self.fail(
+                f"student has {group_s} {plural} per {group} but the teacher has {group_t}; keep "
+                f"{self.name(members)} / {self.name(groups)} at most {group_t} so every {member} keeps its {group}"
+            )
+
     def _axis(self, axis: str, t: int, s: int) -> None:
         if AXIS_KINDS.get(axis, "width") == "equal" and s != t:
             fix = "--exclude the tensors that carry it" if axis == "classes" else f"keep it at {t}"
             raise self.fail(
                 f"student {self.name(axis)} is {s} but the teacher's is {t}; this axis is never subsampled: {fix}"
             )
+        if s > t and axis in ROUTING_COUNTS:
+            return  # routing to more experts (or groups) than the teacher did is legal; the planner bounds it
         if s > t:
             how = f", derived as {self.student.derived[axis]}," if axis in self.student.derived else ""
             raise self.fail(
