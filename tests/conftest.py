@@ -110,6 +110,14 @@ def run_cli(*args: str | Path, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
+def init_report(teacher: Path, out: Path, *args: Any) -> dict[str, Any]:
+    """`wsel init --json` that succeeds; its report."""
+    result = run_cli("init", "-t", teacher, "-o", out, "--json", "-q", *args)
+    assert result.exit_code == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
 def set_args(changes: dict[str, Any]) -> list[str]:
     """`--set key=value` for each change, values as JSON (`--set q_lora_rank=null`)."""
     return [arg for key, value in changes.items() for arg in ("--set", f"{key}={json.dumps(value)}")]

@@ -384,6 +384,27 @@ def test_opt_positions_are_truncated_with_their_offset(tmp_path: Path) -> None:
     assert "lm_head.weight" not in student  # tied, as in the teacher
 
 
+def test_opt_student_config_with_its_own_embedding_projection_is_refused(tmp_path: Path) -> None:
+    """A student config file whose word_embed_proj_dim differs from its hidden_size would need project_in and
+    project_out, which the teacher lacks: refused, naming the fix; one that restates it is written as given."""
+    family = FAMILIES["opt"]
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build_teacher(teacher_dir, family)
+    config = {**json.loads((teacher_dir / "config.json").read_text()), **family.student}
+    student_config = tmp_path / "student.json"
+    student_config.write_text(json.dumps({**config, "word_embed_proj_dim": 16}))
+    result = run_cli("init", "-t", teacher_dir, "-s", student_config, "-o", out)
+    assert result.exit_code != 0
+    assert result.stderr.strip() == (
+        f"wsel: error: {student_config}: student word_embed_proj_dim = 16, but hidden_size = 32 for the student, and "
+        "the teacher's word_embed_proj_dim restates its hidden_size; pass --set word_embed_proj_dim=32"
+    )
+    assert not out.exists()
+    student_config.write_text(json.dumps({**config, "word_embed_proj_dim": 32}))
+    assert run_cli("init", "-t", teacher_dir, "-s", student_config, "-o", out, "-q").exit_code == 0
+    assert json.loads((out / "config.json").read_text())["word_embed_proj_dim"] == 32
+
+
 # ----------------------------------------------------------------------- 3. pretrained all-MiniLM-L6-v2
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 import transformers as tf
-from conftest import kept_indices, load_clean, run_cli, set_args
+from conftest import init_report, kept_indices, load_clean, run_cli, set_args
 from safetensors.torch import load_file
 
 VOCAB = 64
@@ -74,12 +74,6 @@ def build_teacher(folder: Path, family: Family, **changes: Any) -> torch.nn.Modu
     return model
 
 
-def init(teacher_dir: Path, out: Path, *args: Any) -> dict[str, Any]:
-    result = run_cli("init", "-t", teacher_dir, "-o", out, "--json", *args)
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def input_ids() -> torch.Tensor:
     return torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(1))
 
@@ -106,7 +100,7 @@ def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_mla_student_loads_runs_and_verifies(tmp_path: Path, teachers: dict[str, Path], name: str, strategy: str):
     family, out = FAMILIES[name], tmp_path / "student"
-    report = init(teachers[name], out, *set_args(family.student), "--elements", strategy)
+    report = init_report(teachers[name], out, *set_args(family.student), "--elements", strategy)
     assert report["path"] == "deepseek"
     model = load_clean(family.model_class, out)
     with torch.no_grad():
@@ -131,7 +125,7 @@ def test_mla_student_loads_runs_and_verifies(tmp_path: Path, teachers: dict[str,
 @pytest.mark.parametrize("options", [("--attention", "flat"), ("--rescale",), ("--dtype", "bf16")])
 def test_other_options_load_and_verify(tmp_path: Path, teachers: dict[str, Path], options: tuple[str, ...]) -> None:
     family, out = FAMILIES["deepseek_v3"], tmp_path / "student"
-    init(teachers["deepseek_v3"], out, *set_args(family.student), *options)
+    init_report(teachers["deepseek_v3"], out, *set_args(family.student), *options)
     with torch.no_grad():
         assert torch.isfinite(load_clean(family.model_class, out)(input_ids=input_ids()).logits.float()).all()
     verified(teachers["deepseek_v3"], out)
@@ -145,7 +139,7 @@ def test_depth_only_student_equals_the_cut_teacher(tmp_path: Path, name: str) ->
     family = FAMILIES[name]
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
     teacher = build_teacher(teacher_dir, family)
-    report = init(teacher_dir, out, "--set", "num_hidden_layers=2")
+    report = init_report(teacher_dir, out, "--set", "num_hidden_layers=2")
     assert report["expert_maps"][0]["kept"] == list(range(8))  # every expert of layer 1
     student = load_clean(family.model_class, out)
     teacher.model.layers = teacher.model.layers[:2]
@@ -190,7 +184,7 @@ def test_queries_keys_and_values_keep_whole_heads_and_rope_pairs(
     family = FAMILIES[name]
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
     build_teacher(teacher_dir, family, **({} if interleave is None else {"rope_interleave": interleave}))
-    init(teacher_dir, out, *set_args(family.student))
+    init_report(teacher_dir, out, *set_args(family.student))
     teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
     half_of = {n: list(range(0, n, 2)) for n in (16, 32, 48, 64)}  # the paper's uniform rule, T = 2S
     heads, hidden, nope, value = [0, 2], half_of[64], half_of[16], half_of[16]
@@ -256,7 +250,7 @@ def test_experts_stay_in_their_groups_and_the_router_follows(
     teacher group (experts 4G..4G+3), whatever the strategy; the router's rows and score-correction bias are
     the kept experts', and student expert j is teacher expert kept[j]."""
     teacher_dir, out = teachers["deepseek_v3"], tmp_path / "student"
-    report = init(teacher_dir, out, *set_args(FAMILIES["deepseek_v3"].student), "--elements", strategy)
+    report = init_report(teacher_dir, out, *set_args(FAMILIES["deepseek_v3"].student), "--elements", strategy)
     axes = report["axes"]
     kept = kept_indices(axes["experts[1]"]).tolist()
     assert len(kept) == 4 and kept == sorted(kept)
@@ -292,7 +286,10 @@ def test_a_fused_teacher_gives_the_same_student(tmp_path: Path, teachers: dict[s
     assert "model.layers.1.mlp.experts.gate_up_proj" in state
     save_file({k: v.contiguous() for k, v in state.items()}, fused_dir / "model.safetensors", metadata={"format": "pt"})
     args = [*set_args(family.student), "--elements", "random"]
-    per_expert, fused = init(teachers["deepseek_v3"], tmp_path / "a", *args), init(fused_dir, tmp_path / "b", *args)
+    per_expert, fused = (
+        init_report(teachers["deepseek_v3"], tmp_path / "a", *args),
+        init_report(fused_dir, tmp_path / "b", *args),
+    )
     assert fused["axes"] == per_expert["axes"]
     a, b = load_clean(family.model_class, tmp_path / "a"), load_clean(family.model_class, tmp_path / "b")
     with torch.no_grad():

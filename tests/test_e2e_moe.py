@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import transformers as tf
-from conftest import kept_indices, load_clean, run_cli, set_args
+from conftest import init_report, kept_indices, load_clean, run_cli, set_args
 from safetensors.torch import load_file
 
 VOCAB = 64
@@ -113,12 +113,6 @@ def build_teacher(folder: Path, family: MoeFamily) -> torch.nn.Module:
     return model
 
 
-def init(teacher_dir: Path, out: Path, *args: Any) -> dict[str, Any]:
-    result = run_cli("init", "-t", teacher_dir, "-o", out, "--json", *args)
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def input_ids() -> torch.Tensor:
     return torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(1))
 
@@ -139,7 +133,7 @@ def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_moe_student_loads_runs_and_verifies(tmp_path: Path, teachers: dict[str, Path], name: str, strategy: str):
     family, teacher_dir, out = FAMILIES[name], teachers[name], tmp_path / "student"
-    report = init(teacher_dir, out, *set_args(family.student), "--elements", strategy)
+    report = init_report(teacher_dir, out, *set_args(family.student), "--elements", strategy)
     assert report["path"] == name
     model = load_clean(family.model_class, out)
     with torch.no_grad():
@@ -170,8 +164,8 @@ def test_moe_student_loads_runs_and_verifies(tmp_path: Path, teachers: dict[str,
 def test_random_experts_repeat_with_the_seed_and_are_chosen_per_layer(tmp_path: Path, teachers: dict[str, Path]):
     family = FAMILIES["mixtral"]
     args = [*set_args(family.student), "--elements", "random", "--seed", "3"]
-    first = init(teachers["mixtral"], tmp_path / "a", *args)
-    again = init(teachers["mixtral"], tmp_path / "b", *args)
+    first = init_report(teachers["mixtral"], tmp_path / "a", *args)
+    again = init_report(teachers["mixtral"], tmp_path / "b", *args)
     assert first["axes"]["experts[0]"] == again["axes"]["experts[0]"]
     assert first["expert_maps"] == again["expert_maps"]
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
@@ -193,7 +187,7 @@ def test_all_experts_fewer_layers_equals_the_cut_teacher(tmp_path: Path, name: s
     family = FAMILIES[name]
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
     teacher = build_teacher(teacher_dir, family)
-    report = init(teacher_dir, out, "--set", "num_hidden_layers=2")
+    report = init_report(teacher_dir, out, "--set", "num_hidden_layers=2")
     assert report["expert_maps"] == [
         {"layers": "0-1", "teacher_experts": 4, "kept": [0, 1, 2, 3], "summary": "0-3 of 4", "picture": "■■■■"}
     ]
@@ -224,7 +218,7 @@ def test_fewer_experts_route_only_to_the_kept_experts(
     is routed among the kept experts only, by the teacher's own scores for them; student expert j is the
     teacher's expert kept[j], every expert of a layer cut by the layer's one `mlp[i]` selection."""
     family, teacher_dir, out = FAMILIES[name], teachers[name], tmp_path / "student"
-    report = init(teacher_dir, out, *set_args(family.student), "--elements", strategy)
+    report = init_report(teacher_dir, out, *set_args(family.student), "--elements", strategy)
     axes = report["axes"]
     teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
     hidden = kept_indices(axes["hidden"])
@@ -342,8 +336,8 @@ def test_a_fused_teacher_gives_the_same_student(
     fused_dir = tmp_path / "fused"
     save_fused(teachers[name], family, fused_dir)
     args = [*set_args(family.student), *options]
-    per_expert = init(teachers[name], tmp_path / "a", *args)
-    fused = init(fused_dir, tmp_path / "b", *args)
+    per_expert = init_report(teachers[name], tmp_path / "a", *args)
+    fused = init_report(fused_dir, tmp_path / "b", *args)
     assert fused["expert_maps"] == per_expert["expert_maps"]
     assert fused["axes"] == per_expert["axes"]
     gate_up = next(t for t in fused["tensors"] if t["name"] == "model.layers.0.mlp.experts.gate_up_proj")
@@ -360,7 +354,7 @@ def test_a_fused_teacher_under_magnitude_loads_and_verifies(tmp_path: Path, teac
     family = FAMILIES["qwen2_moe"]
     fused_dir = tmp_path / "fused"
     save_fused(teachers["qwen2_moe"], family, fused_dir)
-    report = init(fused_dir, tmp_path / "s", *set_args(family.student), "--elements", "magnitude")
+    report = init_report(fused_dir, tmp_path / "s", *set_args(family.student), "--elements", "magnitude")
     assert all(len(m["kept"]) == 2 for m in report["expert_maps"])
     with torch.no_grad():
         assert torch.isfinite(load_clean(family.model_class, tmp_path / "s")(input_ids=input_ids()).logits).all()
@@ -381,7 +375,7 @@ def test_magnitude_keeps_the_experts_with_the_largest_weights(tmp_path: Path, te
             state[name] = state[name] * 10
     save_file(state, teacher_dir / "model.safetensors", metadata={"format": "pt"})
     family = FAMILIES["mixtral"]
-    report = init(teacher_dir, tmp_path / "s", *set_args(family.student), "--elements", "magnitude")
+    report = init_report(teacher_dir, tmp_path / "s", *set_args(family.student), "--elements", "magnitude")
     assert report["expert_maps"] == [
         {"layers": "0-1", "teacher_experts": 4, "kept": [1, 3], "summary": "1,3 of 4", "picture": "□■□■"}
     ]
@@ -394,7 +388,7 @@ def test_flat_attention_keeps_the_experts_axis(tmp_path: Path, teachers: dict[st
     picks the per-expert tensors (by size, a random router would keep other rows than the experts kept)."""
     family, out = FAMILIES[name], tmp_path / "student"
     args = [*set_args(family.student), "--attention", "flat", "--elements", "random", "--seed", "5"]
-    report = init(teachers[name], out, *args)
+    report = init_report(teachers[name], out, *args)
     teacher, student = load_file(teachers[name] / "model.safetensors"), load_file(out / "model.safetensors")
     entries = {t["name"]: t for t in report["tensors"]}
     for layer in (0, 1):

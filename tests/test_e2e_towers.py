@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 import transformers as tf
-from conftest import load_clean, run_cli, set_args
+from conftest import init_report, load_clean, run_cli, set_args
 from safetensors.torch import load_file
 
 BATCH, SEQ, IMAGE = 2, 7, 32
@@ -56,13 +56,14 @@ FAMILIES = {
     "clip": Family(
         tf.CLIPConfig, tf.CLIPModel, {"projection_dim": 20}, {}, {"projection_dim": 10}, ("logit_scale",), 10
     ),
-    # SigLIP compares the text head's output with the pooled image features: projection_size = vision hidden_size
+    # SigLIP compares the text head's output with the pooled image features: projection_size = vision hidden_size,
+    # which the student's follows without being set
     "siglip": Family(
         tf.SiglipConfig,
         tf.SiglipModel,
         {},
         {"projection_size": 48},
-        {"text_config.projection_size": 24},
+        {},
         ("logit_scale", "logit_bias"),
         24,
     ),
@@ -85,13 +86,6 @@ def inputs() -> dict[str, torch.Tensor]:
     }
 
 
-def init(teacher_dir: Path, out: Path, *args: Any) -> dict[str, Any]:
-    result = run_cli("init", "-t", teacher_dir, "-o", out, "--json", "-q", *args)
-    assert result.exit_code == 0, result.stderr
-    report: dict[str, Any] = json.loads(result.stdout)
-    return report
-
-
 @pytest.fixture(params=list(FAMILIES))
 def family_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -102,7 +96,7 @@ def test_half_size_student_loads_runs_and_verifies(tmp_path: Path, family_name: 
     family = FAMILIES[family_name]
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
     build_teacher(teacher_dir, family)
-    report = init(teacher_dir, out, "--elements", elements, *set_args(HALF | family.student))
+    report = init_report(teacher_dir, out, "--elements", elements, *set_args(HALF | family.student))
     assert report["path"] == family_name
     assert [m["group"] for m in report["layer_maps"]] == ["text_model.encoder.layers", "vision_model.encoder.layers"]
     assert [m["map"] for m in report["layer_maps"]] == [[[0, 0], [1, 1]]] * 2
@@ -130,7 +124,7 @@ def test_depth_only_student_equals_the_cut_teacher(tmp_path: Path, family_name: 
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
     teacher = build_teacher(teacher_dir, family)
     depths = {"text_config.num_hidden_layers": 2, "vision_config.num_hidden_layers": 3}
-    init(teacher_dir, out, *set_args(depths))
+    init_report(teacher_dir, out, *set_args(depths))
     student = load_clean(family.model_class, out)
 
     teacher.text_model.encoder.layers = teacher.text_model.encoder.layers[:2]
@@ -163,7 +157,7 @@ def test_whole_heads_in_each_tower(tmp_path: Path, family_name: str, elements: s
     family = FAMILIES[family_name]
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
     build_teacher(teacher_dir, family)
-    report = init(teacher_dir, out, "--elements", elements, *set_args(HALF | family.student))
+    report = init_report(teacher_dir, out, "--elements", elements, *set_args(HALF | family.student))
     teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
     for tower, heads, head_dim in (("text", 8, 8), ("vision", 4, 12)):
         hidden = kept(report, f"{tower}.hidden")
@@ -183,7 +177,7 @@ def test_whole_heads_in_each_tower(tmp_path: Path, family_name: str, elements: s
         assert kept(report, "text.heads[0]") == [0, 2, 4, 6]
         assert kept(report, "vision.heads[0]") == [0, 2]
         # the paper's flat rule on q rows (0:64:2) would keep half of every head's dims instead
-        flat = init(teacher_dir, tmp_path / "flat", "--attention", "flat", *set_args(HALF | family.student))
+        flat = init_report(teacher_dir, tmp_path / "flat", "--attention", "flat", *set_args(HALF | family.student))
         assert "text.heads[0]" not in flat["axes"]
 
 
@@ -195,7 +189,7 @@ def test_scalars_are_copied(tmp_path: Path, family_name: str) -> None:
         for name in family.scalars:
             getattr(teacher, name).fill_(0.75)
     teacher.save_pretrained(teacher_dir)
-    report = init(teacher_dir, out, *set_args(HALF | family.student))
+    report = init_report(teacher_dir, out, *set_args(HALF | family.student))
     actions = {t["name"]: t["action"] for t in report["tensors"]}
     student = load_clean(family.model_class, out)
     for name in family.scalars:
@@ -207,7 +201,9 @@ def test_text_positions_truncate_and_vision_positions_are_kept(tmp_path: Path, f
     family = FAMILIES[family_name]
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
     build_teacher(teacher_dir, family)
-    report = init(teacher_dir, out, *set_args(HALF | family.student | {"text_config.max_position_embeddings": 8}))
+    report = init_report(
+        teacher_dir, out, *set_args(HALF | family.student | {"text_config.max_position_embeddings": 8})
+    )
     load_clean(family.model_class, out)
     teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
     text_hidden, vision_hidden = kept(report, "text.hidden"), kept(report, "vision.hidden")
@@ -237,12 +233,31 @@ def test_refuses_a_changed_image_geometry(tmp_path: Path, family_name: str) -> N
     assert not out.exists()
 
 
+def test_siglip_text_projection_follows_the_vision_width(tmp_path: Path) -> None:
+    """text_config.projection_size restates vision_config.hidden_size: written as the student's (24) when left at
+    the teacher's; set to anything else, refused with the value that works."""
+    family = FAMILIES["siglip"]
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build_teacher(teacher_dir, family)
+    init_report(teacher_dir, out, *set_args(HALF))
+    assert json.loads((out / "config.json").read_text())["text_config"]["projection_size"] == 24
+    wrong = HALF | {"text_config.projection_size": 20}
+    result = run_cli("init", "-t", teacher_dir, "-o", tmp_path / "wrong", *set_args(wrong))
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith(
+        "student text_config.projection_size = 20, but vision_config.hidden_size = 24 for the student, and the "
+        "teacher's text_config.projection_size restates its vision_config.hidden_size; pass --set "
+        "text_config.projection_size=24"
+    ), result.stderr
+    assert not (tmp_path / "wrong").exists()
+
+
 def test_layer_lists_per_tower(tmp_path: Path, family_name: str) -> None:
     """`--layers` lists, one per layer group (`;`, in sorted group order: text, then vision)."""
     family = FAMILIES[family_name]
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
     build_teacher(teacher_dir, family)
-    report = init(teacher_dir, out, "--layers", "1,3;0,2", *set_args(HALF | family.student))
+    report = init_report(teacher_dir, out, "--layers", "1,3;0,2", *set_args(HALF | family.student))
     assert [m["map"] for m in report["layer_maps"]] == [[[0, 1], [1, 3]], [[0, 0], [1, 2]]]
     model = load_clean(family.model_class, out)
     with torch.no_grad():
@@ -256,7 +271,7 @@ def test_siglip_pooling_head_keeps_whole_heads(tmp_path: Path) -> None:
     family = FAMILIES["siglip"]
     teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
     build_teacher(teacher_dir, family)
-    report = init(teacher_dir, out, "--elements", "random", *set_args(HALF | family.student))
+    report = init_report(teacher_dir, out, "--elements", "random", *set_args(HALF | family.student))
     teacher, student = load_file(teacher_dir / "model.safetensors"), load_file(out / "model.safetensors")
     ids, hidden = kept(report, "vision.heads"), kept(report, "vision.hidden")
     t_in = teacher["vision_model.head.attention.in_proj_weight"].view(3, 4, 12, 48)  # [q|k|v, heads, head_dim, hidden]

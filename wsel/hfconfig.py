@@ -206,9 +206,9 @@ def size_keys(sizes: dict[str, tuple[str, ...]]) -> dict[str, str]:
 
 
 def derive_config(teacher_config: dict[str, Any], sets: list[tuple[str, Any]]) -> dict[str, Any]:
-    """The teacher's config with overrides; an explicit head_dim that merely restated hidden / heads, or a
-    word_embed_proj_dim that restated hidden_size, follows the new sizes unless it was set too (as
-    transformers derives it when absent)."""
+    """The teacher's config with overrides; an explicit head_dim that merely restated hidden / heads follows the
+    new sizes unless it was set too (as transformers derives it when absent). Other keys that restate sizes are
+    the architecture data's (`derived_keys`)."""
     config = apply_sets(teacher_config, sets)
     set_keys = {k for k, _ in sets}
     hidden, heads = teacher_config.get("hidden_size"), teacher_config.get("num_attention_heads")
@@ -223,9 +223,4 @@ def derive_config(teacher_config: dict[str, Any], sets: list[tuple[str, Any]]) -
         s_hidden, s_heads = config.get("hidden_size"), config.get("num_attention_heads")
         if isinstance(s_hidden, int) and isinstance(s_heads, int) and s_heads and s_hidden % s_heads == 0:
             config["head_dim"] = s_hidden // s_heads
-    # OPT's word_embed_proj_dim: transformers sets it to hidden_size when absent; one that merely restated
-    # hidden_size follows it (else the student would need project_in/project_out, which the teacher lacks)
-    projection = teacher_config.get("word_embed_proj_dim")
-    if "word_embed_proj_dim" not in set_keys and isinstance(projection, int) and projection == hidden:
-        config["word_embed_proj_dim"] = config.get("hidden_size")
     return config

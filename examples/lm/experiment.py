@@ -24,9 +24,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing comes from a model hub
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the modules beside this one (also under PYTHONSAFEPATH)
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # examples/shared.py
 
 import corpus  # noqa: E402
 import report  # noqa: E402
+import shared  # noqa: E402
 import students  # noqa: E402
 import torch  # noqa: E402
 from train import Runner, Settings, diagnose, largest_dims  # noqa: E402
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
         "teacher_massive_dims": {"after_layer": students.STUDENT["num_hidden_layers"] - 1, "dims": massive},
         "timing": {**timing, "per_init": {n: sum(run["seconds"] for run in r["runs"]) for n, r in results.items()}},
         "wall_seconds": time.perf_counter() - start,
-        "machine": {**report.machine(), "load_average_1min": {"start": load_at_start, "end": report.load_average()}},
+        "machine": {**shared.machine(), "load_average_1min": {"start": load_at_start, "end": report.load_average()}},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     report.plot(summary, args.out / "curves.png")

