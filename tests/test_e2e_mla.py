@@ -31,7 +31,7 @@ MOE = dict(
     first_k_dense_replace=1,
 )  # fmt: skip
 STUDENT = dict(
-    num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=2, kv_lora_rank=16,
+    num_hidden_layers=2, hidden_size=32, num_attention_heads=2, kv_lora_rank=16,
     qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, intermediate_size=48, moe_intermediate_size=16,
     n_routed_experts=4,
 )  # fmt: skip
@@ -110,8 +110,9 @@ def test_mla_student_loads_runs_and_verifies(tmp_path: Path, teachers: dict[str,
     written = json.loads((out / "config.json").read_text())
     for key, value in family.student.items():
         assert written[key] == value, key
-    # keys that restate other sizes follow the student's: transformers derives them the same way
-    assert (written["qk_head_dim"], written["head_dim"]) == (12, 4)
+    # keys that restate other sizes follow the student's (transformers derives the first two the same way; MLA
+    # gives every query head its own key and value)
+    assert (written["qk_head_dim"], written["head_dim"], written["num_key_value_heads"]) == (12, 4, 2)
     assert (model.config.qk_head_dim, model.config.head_dim) == (12, 4)
     verified(teachers[name], out)
     # layer 0 is dense (the teacher's first_k_dense_replace = 1), layer 1 keeps 4 of 8 experts
