@@ -426,3 +426,33 @@ def test_target_params_is_refused_in_one_line(tmp_path: Path, teachers: dict[str
         "(layers of two kinds: first_k_dense_replace); give the student's sizes with --set instead"
     )
     assert not out.exists()
+
+
+def test_a_long_expert_map_is_summarized() -> None:
+    """DeepSeek-V3 keeps, say, 64 of 256 experts per layer: the report says `0,4,8,...,252 (every 4th)`, not 64
+    numbers, and the table leaves out the 256-mark picture (the JSON keeps `kept` and `picture`)."""
+    from wsel.report import expert_maps
+    from wsel.select import Selection, from_indices
+
+    every_4th, scattered = Selection(256, 0, 4, 64), from_indices(256, list(range(0, 128, 2)) + [129, 200])
+    maps = expert_maps({"experts[3]": every_4th, "experts[4]": every_4th, "experts[5]": scattered})
+    assert [(m["layers"], m["summary"]) for m in maps] == [
+        ("3-4", "0,4,8,...,252 (every 4th) of 256"),
+        ("5", ",".join(map(str, range(0, 128, 2))) + ",129,200 of 256"),
+    ]
+    assert maps[0]["kept"] == list(range(0, 256, 4)) and len(maps[0]["picture"]) == 256
+    assert expert_maps({"experts[0]": Selection(64, 0, 2, 32)})[0]["summary"] == "0,2,4,...,62 (every 2nd) of 64"
+    assert expert_maps({"experts[0]": Selection(8, 0, 2, 4)})[0]["summary"] == "0,2,4,6 of 8"  # short: as it is
+
+
+def test_the_table_leaves_out_a_picture_of_more_than_64_experts(tmp_path: Path, monkeypatch) -> None:
+    """A teacher of 128 experts: the table's line stays readable (smaller ones keep it: test_e2e_moe.py)."""
+    monkeypatch.setenv("COLUMNS", "1000")
+    family = FAMILIES["deepseek_v2"]
+    teacher_dir = tmp_path / "teacher"
+    build_teacher(teacher_dir, family, n_routed_experts=128, num_hidden_layers=2, vocab_size=VOCAB)
+    result = run_cli("inspect", "-t", teacher_dir, "--set", "n_routed_experts=32")
+    assert result.exit_code == 0, result.stderr
+    assert "experts of layers 1: 0,4,8,...,124 (every 4th) of 128\n" in result.stderr
+    result = run_cli("inspect", "-t", teacher_dir, "--set", "n_routed_experts=64")
+    assert "experts of layers 1: 0,2,4,...,126 (every 2nd) of 128\n" in result.stderr

@@ -101,7 +101,8 @@ def render(console: Console, report: dict[str, Any]) -> None:
     for m in report["layer_maps"]:
         _print(console, f"layers {m['group']}: {m['picture']}  {m['summary']}")
     for m in report.get("expert_maps", []):
-        _print(console, f"experts of layers {m['layers']}: {m['picture']}  {m['summary']}")
+        picture = f"{m['picture']}  " if m["teacher_experts"] <= 64 else ""  # one mark per expert, while it fits
+        _print(console, f"experts of layers {m['layers']}: {picture}{m['summary']}")
     for check in report.get("checks", []):
         _print(console, f"checked: {check}")
     for warning in report["warnings"]:

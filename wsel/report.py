@@ -81,7 +81,7 @@ def expert_maps(axes: dict[str, Selection]) -> list[dict[str, Any]]:
                 "layers": compact_ranges(layers),
                 "teacher_experts": sel.teacher_size,
                 "kept": kept,
-                "summary": f"{compact_ranges(kept)} of {sel.teacher_size}",
+                "summary": f"{_kept_text(sel)} of {sel.teacher_size}",
                 "picture": "".join("■" if i in marked else "□" for i in range(sel.teacher_size)),
             }
         )
@@ -89,6 +89,21 @@ def expert_maps(axes: dict[str, Selection]) -> list[dict[str, Any]]:
 
 
 _EXPERTS_AXIS = re.compile(r"experts\[([0-9]+)\]")
+
+
+def _kept_text(sel: Selection) -> str:
+    """`0-3,6`, or for a long evenly spaced set (64 of DeepSeek-V3's 256 experts) `0,4,8,...,252 (every 4th)`."""
+    kept = [int(i) for i in sel.indices()]
+    text = compact_ranges(kept)
+    if len(text) > 40 and sel.explicit is None and sel.step > 1:
+        return f"{kept[0]},{kept[1]},{kept[2]},...,{kept[-1]} (every {_ordinal(sel.step)})"
+    return text
+
+
+def _ordinal(n: int) -> str:
+    """`2nd`, `3rd`, `4th`, `11th`, `21st`."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def teacher_report(teacher: CheckpointIndex) -> dict[str, Any]:
