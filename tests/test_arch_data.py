@@ -75,6 +75,12 @@ def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
         ),
         ({"derived_keys": {"qk_head_dim": "open('x')"}}, "derived_keys.qk_head_dim: only len(key) may be called"),
         ({"derived_keys": {"qk_head_dim": 3}}, "derived_keys.qk_head_dim: expected an expression (a string)"),
+        ({"in_memory": {"{p}norm.weight": ["nothing"]}}, "in_memory.{p}norm.weight: expected a list of tensors"),
+        (
+            {"in_memory": {"{p}norm.weight": ["{p}layers.{layer}.mlp.up_proj.weight", "lm_head.weight"]}},
+            "in_memory.{p}norm.weight: its parts must all name {expert} (then its first dim is experts) or none, one "
+            "per row block",
+        ),
         ({"leading_layers": [3]}, "leading_layers: expected a list of strings"),
         (
             {"tied": {"lm_head.weight": "nothing"}},

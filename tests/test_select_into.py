@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_e2e_mla
+import test_e2e_moe
 import torch
-from conftest import random_state, run_cli, save, write_manifest
+from conftest import random_state, run_cli, save, set_args, write_manifest
 from safetensors.torch import load_file
 from test_e2e_timm import convnext_shapes, vit_shapes
 from torch import nn
@@ -362,6 +364,50 @@ def test_meta_llama_is_materialized_initialized_and_tied(tmp_path: Path) -> None
     }
     assert report["left_to_init"] == ["model.rotary_emb.inv_freq", "model.rotary_emb.original_inv_freq"]
     assert report["tied"] == {"lm_head.weight": "model.embed_tokens.weight"}
+
+
+# ------------------------------------------- mixture of experts: experts held fused, stored one per expert
+
+MOE_FAMILIES = {
+    **{name: (test_e2e_moe.build_teacher, family) for name, family in test_e2e_moe.FAMILIES.items()},
+    **{name: (test_e2e_mla.build_teacher, family) for name, family in test_e2e_mla.FAMILIES.items()},
+}
+
+
+@pytest.mark.parametrize("meta", [False, True], ids=["real", "meta"])
+@pytest.mark.parametrize("name", list(MOE_FAMILIES))
+def test_moe_select_into_is_init_then_from_pretrained(tmp_path: Path, name: str, meta: bool) -> None:
+    """transformers 5 holds each layer's experts fused (`mlp.experts.gate_up_proj` [experts, gate|up, hidden])
+    where checkpoints store one tensor per expert: select_into fills the fused tensors through views under the
+    checkpoint names (Mixtral's router too: `block_sparse_moe.gate` in files, `mlp.gate` in memory), and the model
+    equals, tensor for tensor, what from_pretrained loads from the folder `wsel init` writes."""
+    build, family = MOE_FAMILIES[name]
+    teacher_dir, out = tmp_path / "teacher", tmp_path / "student"
+    build(teacher_dir, family)
+    assert run_cli("init", "-t", teacher_dir, "-o", out, "-q", *set_args(family.student)).exit_code == 0
+    expected = family.model_class.from_pretrained(out)
+    with torch.device("meta" if meta else "cpu"):
+        model = family.model_class(expected.config)
+    report = wsel.select_into(model, teacher_dir)
+    assert all("rotary_emb" in n for n in report["left_to_init"])  # a meta model's RoPE buffers: its own init
+    assert any(".experts.gate_up_proj" in k for k in model.state_dict())  # the fused form, filled
+    assert_same_tensors(model.state_dict(), expected.state_dict())
+    assert set(report["selected"]) <= set(load_file(teacher_dir / "model.safetensors"))  # the checkpoint's names
+
+
+def test_moe_select_into_from_a_fused_teacher(tmp_path: Path) -> None:
+    """A teacher stored fused, as transformers holds it: the model's fused tensors are planned as they are."""
+    family = test_e2e_moe.FAMILIES["qwen2_moe"]
+    test_e2e_moe.build_teacher(tmp_path / "teacher", family)
+    test_e2e_moe.save_fused(tmp_path / "teacher", family, tmp_path / "fused")
+    assert (
+        run_cli("init", "-t", tmp_path / "fused", "-o", tmp_path / "s", "-q", *set_args(family.student)).exit_code == 0
+    )
+    expected = family.model_class.from_pretrained(tmp_path / "s")
+    model = family.model_class(expected.config)
+    report = wsel.select_into(model, tmp_path / "fused")
+    assert "model.layers.0.mlp.experts.gate_up_proj" in report["selected"]
+    assert_same_tensors(model.state_dict(), expected.state_dict())
 
 
 def test_meta_llama_leaves_what_is_excluded_to_init_weights(tmp_path: Path) -> None:

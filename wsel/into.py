@@ -8,6 +8,11 @@ shapes as a shape manifest is. Each planned tensor is then read from the teacher
 bytes land in that tensor's storage: nothing of the teacher is held beyond one block, nothing of the student
 beyond the module itself. Tensors sharing a storage (tied embeddings) are written once.
 
+A model that holds tensors otherwise than its checkpoints store them (transformers 5 fuses each layer's
+experts: `mlp.experts.gate_up_proj` [experts, gate|up, hidden]) is filled through views of those tensors under
+the checkpoint names (`mlp.experts.3.up_proj.weight`: rows of expert 3), as the family's data says
+(`in_memory`), when the teacher stores that form.
+
 A model on the meta device has no storage: it is materialized on the CPU (`to_empty`, ties restored), the
 tensors not selected are initialized by the model's own init (`init_weights()`, else each module's
 `reset_parameters()`), then the selected ones are copied in. A meta model whose unselected tensors have
@@ -27,6 +32,7 @@ import torch
 from torch import nn
 
 from wsel import provenance, report
+from wsel.arch import Architecture, Template, for_model_type
 from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader
@@ -88,6 +94,8 @@ def select_into(
     if not state:
         raise SpecError(f"the {name} model has no parameters or persistent buffers to select")
     meta = _on_meta(model)
+    arch = _architecture(model)
+    state = _checkpoint_form(state, arch, teacher)
     student = _Student(dict(state), _aliases(state, teacher))
     unsaved = [n for n, _ in model.named_buffers(remove_duplicate=False) if n not in state]  # non-persistent
     plan, plan_kind = _plan_module(model, student, teacher, options, plan_from, teacher_config)
@@ -104,7 +112,8 @@ def select_into(
         with torch.device("cpu"):  # a caller still inside `with torch.device("meta")` gets real values too
             for call in calls:
                 call()
-        student = _Student(dict(model.state_dict(keep_vars=True)), student.aliases)
+        state = _checkpoint_form(model.state_dict(keep_vars=True), arch, teacher)
+        student = _Student(dict(state), student.aliases)
     before = replace(plan.teacher.traffic())
     bytes_read, tensor_bytes, casts = _fill(plan, student.tensors, on_progress, block_bytes)
     traffic = plan.teacher.traffic()
@@ -194,6 +203,54 @@ def _storage_key(t: torch.Tensor) -> object:
         return id(t)  # nothing stored: never tied
     # The storage's own identity (its data pointer is 0 for every tensor on the meta device).
     return (t.untyped_storage()._cdata, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+
+
+def _architecture(model: nn.Module) -> Architecture | None:
+    """The family data of a Hugging Face model (by its config's model_type), if wsel has it."""
+    config = _model_config(model)
+    return for_model_type(config["model_type"]) if config is not None else None
+
+
+def _checkpoint_form(
+    state: Mapping[str, torch.Tensor], arch: Architecture | None, teacher: CheckpointIndex
+) -> dict[str, torch.Tensor]:
+    """`state` with each tensor the model holds in another form than the teacher stores (the family's
+    `in_memory`) replaced by views under the teacher's names: `mlp.experts.gate_up_proj` [experts, 2 * mlp,
+    hidden] by `mlp.experts.{j}.gate_proj.weight` = [j, :mlp] and `...up_proj.weight` = [j, mlp:], for each j."""
+    result: dict[str, torch.Tensor] = {}
+    forms = _stored_otherwise(arch, teacher) if arch is not None else []
+    for name, tensor in state.items():
+        match = next(((prefix, parts, m) for prefix, model, parts in forms if (m := model.match(name))), None)
+        if match is None:
+            result[name] = tensor
+            continue
+        prefix, parts, m = match
+        layer = int(m.group("layer")) if "layer" in m.groupdict() else None
+        if parts[0].per_expert:  # [experts, rows of each part..., ...]
+            rows = tensor.shape[1] // len(parts)
+            for expert in range(tensor.shape[0]):
+                for k, part in enumerate(parts):
+                    result[part.name(prefix, layer, expert)] = tensor[expert, k * rows : (k + 1) * rows]
+        else:  # [rows of each part..., ...]
+            rows = tensor.shape[0] // len(parts)
+            for k, part in enumerate(parts):
+                result[part.name(prefix, layer)] = tensor[k * rows : (k + 1) * rows]
+    return result
+
+
+def _stored_otherwise(
+    arch: Architecture, teacher: CheckpointIndex
+) -> list[tuple[str, re.Pattern[str], list[Template]]]:
+    """(prefix, the model tensor's pattern, its parts) for each `in_memory` entry the teacher stores as its parts."""
+    forms = []
+    for pattern, parts in arch.in_memory.items():
+        for prefix in arch.prefixes:
+            templates = [arch.template(p) for p in parts]
+            stored = templates[0].regex(prefix)
+            if any(stored.match(n) for n in teacher.tensors):
+                forms.append((prefix, arch.template(pattern).regex(prefix), templates))
+                break
+    return forms
 
 
 def _model_config(model: nn.Module) -> dict[str, Any] | None:

@@ -18,6 +18,12 @@ A model whose first layers are built differently (DeepSeek's first `first_k_dens
 MLP, the others experts) names that count under `leading_layers`: a student layer is of the kind of the teacher
 layer it reads, so the student's count follows its layer map. `derived_keys` are config keys that restate
 other sizes (DeepSeek's `qk_head_dim`); the student's config.json gets them recomputed from its own values.
+
+`in_memory` says how a model object holds tensors that checkpoints store otherwise (transformers 5 fuses a
+layer's experts: `mlp.experts.gate_up_proj` [experts, gate|up, hidden] is, for each expert, its `gate_proj`
+rows then its `up_proj` rows): model template → the checkpoint templates it is made of, stacked over `{expert}`
+when they name one, each a block of equal rows. `select_into` fills a model's fused tensor through views
+under the checkpoint names.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "layer_lists": list,
     "leading_layers": list,
     "derived_keys": dict,
+    "in_memory": dict,
     "ignore": list,
 }
 _ROPE_FIELDS = {"partial_rotary_factor"}
@@ -109,6 +116,7 @@ class Architecture:
     layer_lists: tuple[str, ...]  # config keys holding one entry per layer
     leading_layers: tuple[str, ...]  # config keys counting the first layers, built differently (dense MLPs)
     derived_keys: dict[str, str]  # config key → the expression a student's config.json recomputes it from
+    in_memory: dict[str, tuple[str, ...]]  # a model object's template → the checkpoint templates it is made of
     ignore: tuple[str, ...]  # teacher tensors (patterns) that are buffers, never written
     source: str  # the data file's name, for messages
 
@@ -203,6 +211,9 @@ def load_family(path: Traversable) -> Architecture:
     for alias, target in doc["tied"].items():
         if not isinstance(target, str) or alias not in patterns or target not in patterns:
             raise fail(f"tied: {alias!r} → {target!r} must both be tensors of this file")
+    in_memory = {
+        pattern: _in_memory_parts(pattern, parts, templates, fail) for pattern, parts in doc["in_memory"].items()
+    }
     return Architecture(
         name=doc["name"],
         doc=doc["doc"],
@@ -219,9 +230,30 @@ def load_family(path: Traversable) -> Architecture:
         layer_lists=tuple(doc["layer_lists"]),
         leading_layers=tuple(doc["leading_layers"]),
         derived_keys={str(k): v for k, v in doc["derived_keys"].items()},
+        in_memory=in_memory,
         ignore=tuple(doc["ignore"]),
         source=path.name,
     )
+
+
+def _in_memory_parts(
+    pattern: str, parts: object, templates: list[Template], fail: Callable[[str], ArchDataError]
+) -> tuple[str, ...]:
+    """One `in_memory` entry checked: a template of this file made of others, stacked over `{expert}` (its first
+    dim is `experts`) or not, as many as its row blocks."""
+    by_pattern = {t.pattern: t for t in templates}
+    if not isinstance(parts, list) or not parts or not all(isinstance(p, str) and p in by_pattern for p in parts):
+        raise fail(f"in_memory.{pattern}: expected a list of tensors of this file")
+    if pattern not in by_pattern:
+        raise fail(f"in_memory: {pattern!r} is not a tensor of this file")
+    model, stacked = by_pattern[pattern], [by_pattern[p].per_expert for p in parts]
+    rows = model.dims[1] if stacked[0] and len(model.dims) > 1 else model.dims[0]
+    if len(set(stacked)) != 1 or stacked[0] and model.dims[0].axes != ["experts"] or len(rows.blocks) != len(parts):
+        raise fail(
+            f"in_memory.{pattern}: its parts must all name {{expert}} (then its first dim is experts) or none, "
+            "one per row block"
+        )
+    return tuple(parts)
 
 
 def _with_stacks(templates: list[Template], stacks: list[str], fail: Callable[[str], ArchDataError]) -> list[Template]:
