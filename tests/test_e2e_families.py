@@ -397,7 +397,8 @@ def test_opt_student_config_with_its_own_embedding_projection_is_refused(tmp_pat
     assert result.exit_code != 0
     assert result.stderr.strip() == (
         f"wsel: error: {student_config}: student word_embed_proj_dim = 16, but hidden_size = 32 for the student, and "
-        "the teacher's word_embed_proj_dim restates its hidden_size; pass --set word_embed_proj_dim=32"
+        "the teacher's word_embed_proj_dim restates its hidden_size; pass --set word_embed_proj_dim=32, or --set "
+        "hidden_size=16 (word_embed_proj_dim follows it)"
     )
     assert not out.exists()
     student_config.write_text(json.dumps({**config, "word_embed_proj_dim": 32}))

@@ -233,8 +233,8 @@ def test_a_rope_head_dim_that_cannot_keep_pairs_is_refused(tmp_path: Path, teach
         result.stderr.strip()
         .splitlines()[-1]
         .endswith(
-            "head_dim 8 → 6 cannot keep RoPE pairs and frequencies (rotary dims 8 → 6); head_dim sizes that work: "
-            "2, 4, 8; e.g. --set qk_rope_head_dim=8 (the teacher's)"
+            "head_dim (qk_rope_head_dim) 8 → 6 cannot keep RoPE pairs and frequencies (rotary dims 8 → 6); "
+            "head_dim sizes that work: 2, 4, 8; e.g. --set qk_rope_head_dim=8 (the teacher's)"
         )
     ), result.stderr
     assert not out.exists()
@@ -274,6 +274,29 @@ def test_experts_stay_in_their_groups_and_the_router_follows(
     assert len(shared) == 32  # moe_intermediate_size 16 × 2 shared experts
     shared_gate = teacher[p + "shared_experts.gate_proj.weight"][shared][:, hidden]
     assert torch.equal(student[p + "shared_experts.gate_proj.weight"], shared_gate)
+
+
+@pytest.mark.parametrize(("strategy", "kept"), [("uniform", [0, 1, 2, 3]), ("magnitude", [4, 5, 6, 7])])
+def test_fewer_expert_groups_keep_whole_groups(
+    tmp_path: Path, teachers: dict[str, Path], strategy: str, kept: list[int]
+) -> None:
+    """One group of 4 from the teacher's 2: uniform keeps group 0; magnitude the group whose experts weigh more
+    (teacher group 1's weights ×10 here), each whole."""
+    from safetensors.torch import save_file
+
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    (teacher_dir / "config.json").write_bytes((teachers["deepseek_v3"] / "config.json").read_bytes())
+    state = load_file(teachers["deepseek_v3"] / "model.safetensors")
+    heavy = {k: v * 10 for k, v in state.items() if any(f".experts.{e}." in k for e in (4, 5, 6, 7))}
+    save_file({**state, **heavy}, teacher_dir / "model.safetensors", metadata={"format": "pt"})
+    student = dict(FAMILIES["deepseek_v3"].student, n_group=1)
+    report = init_report(teacher_dir, tmp_path / "student", *set_args(student), "--elements", strategy)
+    assert kept_indices(report["axes"]["expert_groups[1]"]).tolist() == [kept[0] // 4]
+    assert kept_indices(report["axes"]["experts[1]"]).tolist() == kept
+    with torch.no_grad():
+        model = load_clean(FAMILIES["deepseek_v3"].model_class, tmp_path / "student")
+        assert torch.isfinite(model(input_ids=input_ids()).logits).all()
 
 
 def test_a_fused_teacher_gives_the_same_student(tmp_path: Path, teachers: dict[str, Path]) -> None:
@@ -350,8 +373,7 @@ def test_a_dense_layer_count_the_map_contradicts_is_refused(tmp_path: Path, teac
         ),
         (
             {"topk_group": 3},
-            "student topk_group = 3 is more than its n_group = 2; pass --set topk_group=2 or less, or keep n_group "
-            "at 3 or more",
+            "student topk_group = 3 is more than its n_group = 2; pass --set topk_group=2 or less",  # 2 at most
         ),
         (
             {"n_routed_experts": 4, "num_experts_per_tok": 3},
@@ -366,7 +388,7 @@ def test_routing_a_student_cannot_do_is_refused(
     out = tmp_path / "student"
     result = run_cli("init", "-t", teachers["deepseek_v3"], "-o", out, *set_args(changes))
     assert result.exit_code != 0
-    assert message in result.stderr.strip().splitlines()[-1], result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(message), result.stderr
     assert not out.exists()
 
 
@@ -456,3 +478,33 @@ def test_the_table_leaves_out_a_picture_of_more_than_64_experts(tmp_path: Path, 
     assert "experts of layers 1: 0,4,8,...,124 (every 4th) of 128\n" in result.stderr
     result = run_cli("inspect", "-t", teacher_dir, "--set", "n_routed_experts=64")
     assert "experts of layers 1: 0,2,4,...,126 (every 2nd) of 128\n" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "deepseek_v2",
+            16,
+            "student q_lora (q_lora_rank) is 16 but the teacher has no q_lora (its q_lora_rank is absent or null); a "
+            "student cannot have what its teacher lacks: pass --set q_lora_rank=null, as the teacher's",
+        ),
+        (
+            "deepseek_v3",
+            None,
+            "student has no q_lora (its q_lora_rank is absent or null) but the teacher's is 48; pass --set "
+            "q_lora_rank=48 or less",
+        ),
+    ],
+)
+def test_a_query_latent_only_one_side_has_is_refused(
+    tmp_path: Path, teachers: dict[str, Path], name: str, value: int | None, message: str
+) -> None:
+    """V2-Lite's queries have no latent (q_lora_rank null: q_proj), V3's have one (q_a_proj, q_b_proj): a student
+    cannot switch, as its config would name tensors the teacher lacks (it was written, and failed to load)."""
+    out = tmp_path / "student"
+    result = run_cli("init", "-t", teachers[name], "-o", out, "--set", f"q_lora_rank={json.dumps(value)}")
+    assert result.exit_code != 0
+    assert result.stderr.strip().splitlines()[-1].endswith(message), result.stderr
+    assert f"with --set q_lora_rank={json.dumps(value)}:" in result.stderr  # as typed: null, not None
+    assert not out.exists()

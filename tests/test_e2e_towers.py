@@ -247,7 +247,7 @@ def test_siglip_text_projection_follows_the_vision_width(tmp_path: Path) -> None
     assert result.stderr.strip().endswith(
         "student text_config.projection_size = 20, but vision_config.hidden_size = 24 for the student, and the "
         "teacher's text_config.projection_size restates its vision_config.hidden_size; pass --set "
-        "text_config.projection_size=24"
+        "text_config.projection_size=24, or --set vision_config.hidden_size=20 (text_config.projection_size follows it)"
     ), result.stderr
     assert not (tmp_path / "wrong").exists()
 

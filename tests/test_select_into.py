@@ -395,6 +395,27 @@ def test_moe_select_into_is_init_then_from_pretrained(tmp_path: Path, name: str,
     assert set(report["selected"]) <= set(load_file(teacher_dir / "model.safetensors"))  # the checkpoint's names
 
 
+def test_a_model_built_with_other_dense_layers_than_the_plan_is_refused(tmp_path: Path) -> None:
+    """`layers="last"` reads only expert layers of the teacher: a model built with the teacher's one dense first
+    layer cannot hold that student (wsel init would write first_k_dense_replace 0 in its config.json)."""
+    build, family = MOE_FAMILIES["deepseek_v3"]
+    build(tmp_path / "teacher", family)
+    config = family.config_class.from_pretrained(tmp_path / "teacher")
+    config.num_hidden_layers = 2
+    model = family.model_class(config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(wsel.SpecError) as error:
+        wsel.select_into(model, tmp_path / "teacher", layers="last")
+    assert str(error.value) == (
+        "DeepseekV3ForCausalLM.config: first_k_dense_replace is 1, but under this layer map 0 of its layers read the "
+        "teacher's first 1 (first_k_dense_replace); build the model with first_k_dense_replace=0"
+    )
+    assert_same_tensors(model.state_dict(), before)  # untouched
+    config.first_k_dense_replace = 0
+    model = family.model_class(config)
+    assert wsel.select_into(model, tmp_path / "teacher", layers="last")["left_to_init"] == []
+
+
 def test_moe_select_into_from_a_fused_teacher(tmp_path: Path) -> None:
     """A teacher stored fused, as transformers holds it: the model's fused tensors are planned as they are."""
     family = test_e2e_moe.FAMILIES["qwen2_moe"]

@@ -32,11 +32,12 @@ import torch
 from torch import nn
 
 from wsel import provenance, report
-from wsel.arch import Architecture, Template, for_model_type
+from wsel.arch import for_model_type
 from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader
 from wsel.checkpoint.transform import transform_chunks
+from wsel.checkpoint_form import checkpoint_form
 from wsel.errors import CheckpointError, SpecError, WselError
 from wsel.execute import read_schedule
 from wsel.hffolder import TeacherConfig
@@ -94,8 +95,9 @@ def select_into(
     if not state:
         raise SpecError(f"the {name} model has no parameters or persistent buffers to select")
     meta = _on_meta(model)
-    arch = _architecture(model)
-    state = _checkpoint_form(state, arch, teacher)
+    config = _model_config(model)
+    arch = for_model_type(config["model_type"]) if config is not None else None
+    state = checkpoint_form(state, arch, teacher)
     student = _Student(dict(state), _aliases(state, teacher))
     unsaved = [n for n, _ in model.named_buffers(remove_duplicate=False) if n not in state]  # non-persistent
     plan, plan_kind = _plan_module(model, student, teacher, options, plan_from, teacher_config)
@@ -112,7 +114,7 @@ def select_into(
         with torch.device("cpu"):  # a caller still inside `with torch.device("meta")` gets real values too
             for call in calls:
                 call()
-        state = _checkpoint_form(model.state_dict(keep_vars=True), arch, teacher)
+        state = checkpoint_form(model.state_dict(keep_vars=True), arch, teacher)
         student = _Student(dict(state), student.aliases)
     before = replace(plan.teacher.traffic())
     bytes_read, tensor_bytes, casts = _fill(plan, student.tensors, on_progress, block_bytes)
@@ -205,54 +207,6 @@ def _storage_key(t: torch.Tensor) -> object:
     return (t.untyped_storage()._cdata, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
 
 
-def _architecture(model: nn.Module) -> Architecture | None:
-    """The family data of a Hugging Face model (by its config's model_type), if wsel has it."""
-    config = _model_config(model)
-    return for_model_type(config["model_type"]) if config is not None else None
-
-
-def _checkpoint_form(
-    state: Mapping[str, torch.Tensor], arch: Architecture | None, teacher: CheckpointIndex
-) -> dict[str, torch.Tensor]:
-    """`state` with each tensor the model holds in another form than the teacher stores (the family's
-    `in_memory`) replaced by views under the teacher's names: `mlp.experts.gate_up_proj` [experts, 2 * mlp,
-    hidden] by `mlp.experts.{j}.gate_proj.weight` = [j, :mlp] and `...up_proj.weight` = [j, mlp:], for each j."""
-    result: dict[str, torch.Tensor] = {}
-    forms = _stored_otherwise(arch, teacher) if arch is not None else []
-    for name, tensor in state.items():
-        match = next(((prefix, parts, m) for prefix, model, parts in forms if (m := model.match(name))), None)
-        if match is None:
-            result[name] = tensor
-            continue
-        prefix, parts, m = match
-        layer = int(m.group("layer")) if "layer" in m.groupdict() else None
-        if parts[0].per_expert:  # [experts, rows of each part..., ...]
-            rows = tensor.shape[1] // len(parts)
-            for expert in range(tensor.shape[0]):
-                for k, part in enumerate(parts):
-                    result[part.name(prefix, layer, expert)] = tensor[expert, k * rows : (k + 1) * rows]
-        else:  # [rows of each part..., ...]
-            rows = tensor.shape[0] // len(parts)
-            for k, part in enumerate(parts):
-                result[part.name(prefix, layer)] = tensor[k * rows : (k + 1) * rows]
-    return result
-
-
-def _stored_otherwise(
-    arch: Architecture, teacher: CheckpointIndex
-) -> list[tuple[str, re.Pattern[str], list[Template]]]:
-    """(prefix, the model tensor's pattern, its parts) for each `in_memory` entry the teacher stores as its parts."""
-    forms = []
-    for pattern, parts in arch.in_memory.items():
-        for prefix in arch.prefixes:
-            templates = [arch.template(p) for p in parts]
-            stored = templates[0].regex(prefix)
-            if any(stored.match(n) for n in teacher.tensors):
-                forms.append((prefix, arch.template(pattern).regex(prefix), templates))
-                break
-    return forms
-
-
 def _model_config(model: nn.Module) -> dict[str, Any] | None:
     """A Hugging Face model's config as a config.json dict (`model.config.to_dict()`), or None. Read by its
     attributes: wsel never imports transformers."""
@@ -283,12 +237,28 @@ def _plan_module(
                 f"({t_config.source}); pass plan_from='state_dict' to plan from the model's tensor names and shapes"
             )
         given = StudentConfig(f"{name}.config", config)
-        return _planned(teacher, student_from_config(given, t_config, []), options), "config"
+        plan = _planned(teacher, student_from_config(given, t_config, []), options)
+        _check_built_as_planned(plan, config, t_config.config, name)
+        return plan, "config"
     if plan_from == "config":
         missing = "the model has no Hugging Face config" if config is None else "the teacher has no config.json"
         raise SpecError(f"plan_from='config': {missing}; pass plan_from='state_dict' to plan from its tensors")
     listed = tuple(StudentTensor(n, tuple(student.tensors[n].shape), None) for n in student.planned)
     return _planned(teacher, TensorListStudent(f"{name}.state_dict()", "manifest", listed), options), "state_dict"
+
+
+def _check_built_as_planned(plan: Plan, config: dict[str, Any], teacher: dict[str, Any], model_name: str) -> None:
+    """A model is built as its config says. A plan that writes a count of specially built first layers otherwise
+    (DeepSeek's dense `first_k_dense_replace`, following the layer map) describes another model: refused."""
+    arch = for_model_type(config["model_type"])
+    planned = plan.folder_files.config if plan.folder_files is not None else {}
+    for key in arch.leading_layers if arch is not None else ():
+        if key in planned and planned[key] != config.get(key):
+            raise SpecError(
+                f"{model_name}.config: {key} is {config.get(key)}, but under this layer map {planned[key]} of its "
+                f"layers read the teacher's first {teacher.get(key)} ({key}); build the model with "
+                f"{key}={planned[key]}"
+            )
 
 
 def _planned(teacher: CheckpointIndex, student: Student, options: PlanOptions) -> Plan:

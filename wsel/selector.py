@@ -31,8 +31,9 @@ from wsel.options import Attention
 from wsel.select import Selection
 from wsel.strategies import ElementStrategy, top_indices
 
-# axes whose members come in groups kept whole or not at all: members → groups
+# axes whose members come in groups kept whole or not at all: members → groups, and back
 MEMBER_GROUPS = {"heads": "kv_heads", "experts": "expert_groups"}
+GROUP_MEMBERS = {groups: members for members, groups in MEMBER_GROUPS.items()}
 
 
 def rope_head_dim(teacher: int, student: int, rotary_fraction: float, interleaved: bool = False) -> Selection:
@@ -93,13 +94,15 @@ class AxisSelector:
             return select.identity(t)
         if kind == "truncate":
             return Selection(t, 0, 1, s)
-        groups = stack + MEMBER_GROUPS.get(base, "")
-        if groups != stack and groups in self.teacher and groups in self.student:
-            return self._within_groups(stack + base, groups, layer)
-        members = stack + next((m for m, g in MEMBER_GROUPS.items() if g == base), "")
-        if members != stack and s != t and self.elements.name == "magnitude" and name not in self.elements.scores:
+        if base in MEMBER_GROUPS and all(
+            stack + MEMBER_GROUPS[base] in sizes for sizes in (self.teacher, self.student)
+        ):
+            return self._within_groups(stack + base, stack + MEMBER_GROUPS[base], layer)
+        unscored = self.elements.name == "magnitude" and name not in self.elements.scores
+        if base in GROUP_MEMBERS and s != t and unscored:
             # no tensor carries these groups (GPT-NeoX's key/value heads, one per query head, in heads*3*head_dim;
             # DeepSeek's expert groups): a group scores what its members score
+            members = stack + GROUP_MEMBERS[base]
             scores = self.elements.score(axis_name(members, layer), self.teacher[members]).reshape(t, -1)
             return select.from_indices(t, top_indices(scores.sum(axis=1), s), "magnitude")
         if base == "head_dim" and self.rotary_fraction is not None and s != t:

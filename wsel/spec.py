@@ -161,6 +161,6 @@ def student_from_config(
     """The student's config.json: the one given with `--set` overrides applied, or (none given) the
     teacher's with the overrides."""
     if given is None:
-        described = " ".join(f"{k}={v}" for k, v in sets)
+        described = " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sets)  # as typed
         return ConfigStudent(f"{teacher.source} with --set {described}", derive_config(teacher.config, sets), teacher)
     return ConfigStudent(given.source, apply_sets(given.config, sets) if sets else given.config, teacher)

@@ -62,9 +62,8 @@ _ROPE_OPTIONAL = {"interleaved"}  # whether RoPE pairs dims 2i, 2i+1 (DeepSeek);
 REQUIRED_SIZES = ("hidden", "layers", "heads", "kv_heads", "head_dim")  # every stack's
 # sizes that are counts, not axes of any tensor: the layers, how many experts route each token, and how many
 # expert groups it chooses among first (DeepSeek's topk_group)
-ROUTING_COUNTS = {"experts_per_token", "expert_groups_per_token"}
 # ... and layers stored after the model's last that it does not build (DeepSeek-V3's multi-token prediction)
-COUNTS = {"layers", "prediction_layers", *ROUTING_COUNTS}
+COUNTS = {"layers", "experts_per_token", "expert_groups_per_token", "prediction_layers"}
 
 
 @dataclass(frozen=True)
@@ -248,7 +247,7 @@ def _in_memory_parts(
         raise fail(f"in_memory: {pattern!r} is not a tensor of this file")
     model, stacked = by_pattern[pattern], [by_pattern[p].per_expert for p in parts]
     rows = model.dims[1] if stacked[0] and len(model.dims) > 1 else model.dims[0]
-    if len(set(stacked)) != 1 or stacked[0] and model.dims[0].axes != ["experts"] or len(rows.blocks) != len(parts):
+    if len(set(stacked)) != 1 or (stacked[0] and model.dims[0].axes != ["experts"]) or len(rows.blocks) != len(parts):
         raise fail(
             f"in_memory.{pattern}: its parts must all name {{expert}} (then its first dim is experts) or none, "
             "one per row block"

@@ -18,7 +18,7 @@ from wsel.axes import base_axis, kind_of, stack_of
 from wsel.checkpoint.header import TensorInfo
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError, SpecError
-from wsel.hfconfig import apply_sets, derivations, first_value, read_sizes, size_keys
+from wsel.hfconfig import apply_sets, derivations, first_value, is_key, read_sizes, size_keys
 from wsel.hffolder import FolderFiles, follow_layer_map, student_config_json, with_dtype
 from wsel.layers import LayerMap, group_strategy, make_layer_map
 from wsel.options import PlanOptions
@@ -102,7 +102,9 @@ class ArchPlanner(Planner):
                         source = self.found.get((arch.tied[template.pattern], None, None))
                     if source is None and layer == 0 and not arch.leading_layers:
                         # where layers are all built alike, a tensor the teacher keeps in its first layer only is
-                        # for every layer (T5's relative_attention_bias): the student's first layer takes it too
+                        # for every layer (T5's relative_attention_bias): the student's first layer takes it too.
+                        # Where the first layers are built otherwise (`leading_layers`: DeepSeek's dense MLP), such
+                        # a tensor is that kind's, and a student layer reading an expert layer must not get it
                         source = self.found.get((template.pattern, 0, teacher_expert))
                     if source is None:
                         continue  # not part of this checkpoint (optional bias, other head, ...)
@@ -156,10 +158,12 @@ class ArchPlanner(Planner):
         sizes, keys = self.s_sizes, self.keys
         for count, of in (("experts_per_token", "experts"), ("expert_groups_per_token", "expert_groups")):
             if count in sizes and of in sizes and sizes[count] > sizes[of]:
+                fix = f"pass --set {keys[count]}={sizes[of]} or less"
+                if sizes[count] <= self.t_sizes.get(of, 0):  # more of them is a student the teacher can give
+                    fix += f", or keep {keys[of]} at {sizes[count]} or more"
                 raise PlanError(
                     f"{self.student.source}: student {keys[count]} = {sizes[count]} is more than its {keys[of]} = "
-                    f"{sizes[of]}; pass --set {keys[count]}={sizes[of]} or less, or keep {keys[of]} at "
-                    f"{sizes[count]} or more"
+                    f"{sizes[of]}; {fix}"
                 )
         if all(k in sizes for k in ("experts_per_token", "experts", "expert_groups", "expert_groups_per_token")):
             reachable = sizes["expert_groups_per_token"] * (sizes["experts"] // sizes["expert_groups"])
@@ -184,9 +188,11 @@ class ArchPlanner(Planner):
             if value == expected or expected is None:
                 continue
             if value != teacher_value:
+                # or the size it restates, when that is a key (DeepSeek's head_dim is its qk_rope_head_dim)
+                other = f", or --set {expression}={value} ({key} follows it)" if is_key(expression) else ""
                 raise PlanError(
                     f"{self.student.source}: student {key} = {value}, but {expression} = {expected} for the "
-                    f"student, and the teacher's {key} restates its {expression}; pass --set {key}={expected}"
+                    f"student, and the teacher's {key} restates its {expression}; pass --set {key}={expected}{other}"
                 )
             config = apply_sets(config, [(key, expected)])
         return config

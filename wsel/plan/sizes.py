@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from wsel.arch.families import ROUTING_COUNTS
-from wsel.axes import AXIS_KINDS
+from wsel.arch.families import COUNTS
+from wsel.axes import AXIS_KINDS, kind_of
 from wsel.errors import PlanError
 from wsel.hfconfig import is_key
 from wsel.selector import MEMBER_GROUPS, rope_head_dim
@@ -48,6 +48,8 @@ class SizeCheck:
         t, s = self.teacher.values, self.student.values
         for axis in sorted(set(t) & set(s)):
             self._axis(axis, t[axis], s[axis])
+        for axis in sorted(set(t) ^ set(s)):
+            self._one_sided(axis)
         for members, groups in MEMBER_GROUPS.items():
             if all(axis in sizes for axis in (members, groups) for sizes in (t, s)):
                 self._groups(members, groups)
@@ -55,8 +57,27 @@ class SizeCheck:
             try:
                 rope_head_dim(t["head_dim"], s["head_dim"], rotary_fraction)
             except PlanError as e:
-                raise self.fail(f"{e}; e.g. {self._head_dim_fix()}" if self.suggest else str(e)) from None
+                problem = str(e)
+                if self.keys.get("head_dim", "head_dim") != "head_dim":  # DeepSeek's qk_rope_head_dim
+                    problem = problem.replace("head_dim", self.name("head_dim"), 1)
+                raise self.fail(f"{problem}; e.g. {self._head_dim_fix()}" if self.suggest else problem) from None
         return self._notes()
+
+    def _one_sided(self, axis: str) -> None:
+        """An axis of tensors (not a count) that one config sizes and the other does not (DeepSeek's q_lora_rank,
+        null in V2-Lite): the student would need tensors the teacher lacks, or lack ones its config implies."""
+        if kind_of(axis) is None:
+            return
+        t, s, key = self.teacher.values, self.student.values, self.keys.get(axis, axis)
+        if axis in s:
+            raise self.fail(
+                f"student {self.name(axis)} is {s[axis]} but the teacher has no {axis} (its {key} is absent or "
+                f"null); a student cannot have what its teacher lacks: pass --set {key}=null, as the teacher's"
+            )
+        raise self.fail(
+            f"student has no {axis} (its {key} is absent or null) but the teacher's is {t[axis]}; pass "
+            f"--set {key}={t[axis]} or less"
+        )
 
     def _groups(self, members: str, groups: str) -> None:
         """Members (query heads, experts) kept inside whole groups: each config's groups divide its members, and a
@@ -82,8 +103,10 @@ class SizeCheck:
             raise self.fail(
                 f"student {self.name(axis)} is {s} but the teacher's is {t}; this axis is never subsampled: {fix}"
             )
-        if s > t and axis in ROUTING_COUNTS:
-            return  # routing to more experts (or groups) than the teacher did is legal; the planner bounds it
+        if s > t and axis in COUNTS - {"layers"}:
+            # routing to more experts (or groups) than the teacher did is legal (the planner bounds it); the student
+            # is written without multi-token-prediction layers, whatever it says
+            return
         if s > t:
             how = f", derived as {self.student.derived[axis]}," if axis in self.student.derived else ""
             raise self.fail(
