@@ -58,7 +58,8 @@ class SizeCheck:
                 rope_head_dim(t["head_dim"], s["head_dim"], rotary_fraction)
             except PlanError as e:
                 problem = str(e)
-                if self.keys.get("head_dim", "head_dim") != "head_dim":  # DeepSeek's qk_rope_head_dim
+                key = self.keys.get("head_dim", "head_dim")
+                if key != "head_dim" and is_key(key):  # a key of another name: DeepSeek's qk_rope_head_dim
                     problem = problem.replace("head_dim", self.name("head_dim"), 1)
                 raise self.fail(f"{problem}; e.g. {self._head_dim_fix()}" if self.suggest else problem) from None
         return self._notes()
