@@ -331,7 +331,7 @@ def test_dense_first_layers_follow_the_layer_map(tmp_path: Path, teachers: dict[
     args = ["--set", "num_hidden_layers=2", "--layers", "last"]
     result = run_cli("init", "-t", teachers["deepseek_v3"], "-o", out, *args)
     assert result.exit_code == 0, result.stderr
-    assert "first_k_dense_replace 1 → 0: the student's layers read 0 of the teacher's first 1" in result.stderr
+    assert "first_k_dense_replace 1 → 0: student layers none read the teacher's dense layers (0)" in result.stderr
     assert json.loads((out / "config.json").read_text())["first_k_dense_replace"] == 0
     model = load_clean(family.model_class, out)
     assert hasattr(model.model.layers[0].mlp, "experts")
@@ -349,8 +349,8 @@ def test_a_dense_layer_count_the_map_contradicts_is_refused(tmp_path: Path, teac
         result.stderr.strip()
         .splitlines()[-1]
         .endswith(
-            "student first_k_dense_replace = 2, but 1 of its layers read the teacher's first 1 "
-            "(first_k_dense_replace); pass --set first_k_dense_replace=1"
+            "student first_k_dense_replace = 2, but under this layer map its layers that read dense teacher layers "
+            "are 0; pass --set first_k_dense_replace=1"
         )
     ), result.stderr
     assert not out.exists()

@@ -10,7 +10,7 @@ the expert weights of the experts it keeps, in order, each kept expert with its 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +263,79 @@ def test_fewer_experts_route_only_to_the_kept_experts(
     torch.testing.assert_close(s_logits, t_logits[:, kept])  # equal up to the matmul's rounding
     top = kept[s_logits.topk(2).indices]  # each token's experts, as teacher expert ids
     assert set(top.flatten().tolist()) <= set(kept.tolist())
+
+
+# ------------------------------------------------------------- 3b. dense layers beside experts (Qwen-MoE)
+
+# Qwen2-MoE with every other layer dense (decoder_sparse_step 2: layers 0 and 2), Qwen3-MoE with layer 1 dense
+DENSE = {"qwen2_moe": ({"decoder_sparse_step": 2}, [0, 2]), "qwen3_moe": ({"mlp_only_layers": [1]}, [1])}
+
+
+def dense_teacher(folder: Path, name: str) -> tuple[MoeFamily, torch.nn.Module]:
+    family = FAMILIES[name]
+    family = replace(family, teacher={**family.teacher, **DENSE[name][0]})
+    model = build_teacher(folder, family)
+    dense = [i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "gate_proj")]
+    assert dense == DENSE[name][1]  # as transformers builds it
+    return family, model
+
+
+@pytest.mark.parametrize(
+    ("name", "layers", "mlp_only_layers"),
+    [
+        ("qwen2_moe", "first", [0]),  # teacher layers 0 (dense), 1
+        ("qwen2_moe", "last", [0]),  # teacher layers 2 (dense), 3
+        ("qwen3_moe", "first", [1]),  # teacher layers 0, 1 (dense)
+        ("qwen3_moe", "last", []),  # teacher layers 2, 3: no dense layer
+    ],
+)
+def test_dense_layers_follow_the_layer_map(tmp_path: Path, name: str, layers: str, mlp_only_layers: list[int]) -> None:
+    """A student layer has a dense MLP exactly when the teacher layer it reads has one: the student's config
+    lists them in mlp_only_layers, with decoder_sparse_step 1 so that the list alone decides."""
+    family, _ = dense_teacher(tmp_path / "teacher", name)
+    out = tmp_path / "student"
+    report = init_report(tmp_path / "teacher", out, *set_args(family.student), "--layers", layers)
+    written = json.loads((out / "config.json").read_text())
+    assert (written["mlp_only_layers"], written["decoder_sparse_step"]) == (mlp_only_layers, 1)
+    model = load_clean(family.model_class, out)
+    assert [i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "gate_proj")] == mlp_only_layers
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=input_ids()).logits).all()
+    sparse = {(): "0-1", (0,): "1", (1,): "0"}[tuple(mlp_only_layers)]  # the student layers keeping experts
+    assert [m["layers"] for m in report["expert_maps"]] == [sparse]
+    verified = run_cli("verify", "--teacher", tmp_path / "teacher", "--student", out)
+    assert verified.exit_code == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.parametrize("name", list(DENSE))
+def test_dense_layers_depth_only_student_equals_the_cut_teacher(tmp_path: Path, name: str) -> None:
+    family, teacher = dense_teacher(tmp_path / "teacher", name)
+    out = tmp_path / "student"
+    init_report(tmp_path / "teacher", out, "--set", "num_hidden_layers=2")
+    student = load_clean(family.model_class, out)
+    teacher.model.layers = teacher.model.layers[:2]
+    teacher.config.num_hidden_layers = 2
+    with torch.no_grad():
+        expected = teacher(input_ids=input_ids(), use_cache=False).logits
+        actual = student(input_ids=input_ids(), use_cache=False).logits
+    torch.testing.assert_close(actual, expected, atol=0, rtol=0)
+
+
+def test_a_dense_layer_list_the_map_contradicts_is_refused(tmp_path: Path) -> None:
+    family, _ = dense_teacher(tmp_path / "teacher", "qwen3_moe")
+    out = tmp_path / "student"
+    args = [*set_args({**family.student, "mlp_only_layers": [0]}), "--layers", "last"]
+    result = run_cli("init", "-t", tmp_path / "teacher", "-o", out, *args)
+    assert result.exit_code != 0
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "student mlp_only_layers = [0], but under this layer map its layers that read dense teacher layers are "
+            "none; pass --set mlp_only_layers=[] --set decoder_sparse_step=1"
+        )
+    ), result.stderr
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------------ 4. refusals

@@ -407,13 +407,30 @@ def test_a_model_built_with_other_dense_layers_than_the_plan_is_refused(tmp_path
     with pytest.raises(wsel.SpecError) as error:
         wsel.select_into(model, tmp_path / "teacher", layers="last")
     assert str(error.value) == (
-        "DeepseekV3ForCausalLM.config: first_k_dense_replace is 1, but under this layer map 0 of its layers read the "
-        "teacher's first 1 (first_k_dense_replace); build the model with first_k_dense_replace=0"
+        "DeepseekV3ForCausalLM: its layers 0 have a dense MLP, but under this layer map the student's none do (they "
+        "read the teacher's); build the model with first_k_dense_replace=0"
     )
     assert_same_tensors(model.state_dict(), before)  # untouched
     config.first_k_dense_replace = 0
     model = family.model_class(config)
     assert wsel.select_into(model, tmp_path / "teacher", layers="last")["left_to_init"] == []
+
+
+def test_a_model_with_the_planned_dense_layers_is_filled_whatever_its_config_says(tmp_path: Path) -> None:
+    """A Qwen2-MoE teacher with every other layer dense (decoder_sparse_step 2): a 2-layer model built from the
+    teacher's config has layer 0 dense, as the plan has it (which wsel init states as mlp_only_layers [0],
+    decoder_sparse_step 1): filled, equal to from_pretrained of the folder wsel init writes."""
+    family, _ = test_e2e_moe.dense_teacher(tmp_path / "teacher", "qwen2_moe")
+    out = tmp_path / "student"
+    assert run_cli("init", "-t", tmp_path / "teacher", "-o", out, "-q", *set_args(family.student)).exit_code == 0
+    expected = family.model_class.from_pretrained(out)
+    config = family.config_class.from_pretrained(tmp_path / "teacher")
+    for key, value in family.student.items():
+        setattr(config, key, value)
+    assert (config.decoder_sparse_step, config.mlp_only_layers) == (2, [])
+    model = family.model_class(config)
+    wsel.select_into(model, tmp_path / "teacher")
+    assert_same_tensors(model.state_dict(), expected.state_dict())
 
 
 def test_moe_select_into_from_a_fused_teacher(tmp_path: Path) -> None:

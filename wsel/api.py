@@ -126,11 +126,6 @@ def search_students(
             f"{t_config.source}: --target-params searches the sizes of one stack, and {arch.name} has several "
             f"({stacks}); give each stack's sizes with --set instead"
         )
-    if arch.leading_layers:  # the search counts every layer as one shape, and sets no latent ranks
-        raise PlanError(
-            f"{t_config.source}: --target-params does not search {arch.name} students (layers of two kinds: "
-            f"{', '.join(arch.leading_layers)}); give the student's sizes with --set instead"
-        )
     overrides = list(sets.items()) if isinstance(sets, Mapping) else [parse_set(s) for s in sets]
 
     def plan_for(sizes: dict[str, int]) -> Plan:
@@ -142,7 +137,16 @@ def search_students(
     for axis, value in fixed.items():
         if type(value) is not int or value < 1:
             raise PlanError(f"--set {keys[axis]}={value!r}: expected a whole number of at least 1")
-    teacher_parameters = parameters(plan_for({}))
+    teacher_plan = plan_for({})
+    # the search counts every layer as one shape, and sets no latent ranks
+    two_kinds = arch.dense_layers is not None and any(axis.startswith("dense_mlp[") for axis in teacher_plan.axes)
+    if two_kinds or "kv_lora" in arch.sizes:
+        why = f"layers of two kinds: {arch.dense_layers.key}" if two_kinds and arch.dense_layers else "latent ranks"
+        raise PlanError(
+            f"{t_config.source}: --target-params does not search {arch.name} students ({why}); give the student's "
+            "sizes with --set instead"
+        )
+    teacher_parameters = parameters(teacher_plan)
     budget = parse_budget(str(target), teacher_parameters)
     head_dim_settable = "head_dim" in keys
     return search(plan_for, keys, teacher_sizes, fixed, budget, teacher_parameters, multiple_of, head_dim_settable,

@@ -21,6 +21,7 @@ no init is refused before anything changes.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ from wsel.checkpoint_form import checkpoint_form
 from wsel.errors import CheckpointError, SpecError, WselError
 from wsel.execute import read_schedule
 from wsel.hffolder import TeacherConfig
+from wsel.layers import compact_ranges
 from wsel.options import PlanOptions
 from wsel.plan.dispatch import make_plan
 from wsel.plan.model import Plan, WrittenTensor
@@ -238,7 +240,7 @@ def _plan_module(
             )
         given = StudentConfig(f"{name}.config", config)
         plan = _planned(teacher, student_from_config(given, t_config, []), options)
-        _check_built_as_planned(plan, config, t_config.config, name)
+        _check_built_as_planned(plan, student.tensors, config, name)
         return plan, "config"
     if plan_from == "config":
         missing = "the model has no Hugging Face config" if config is None else "the teacher has no config.json"
@@ -247,18 +249,27 @@ def _plan_module(
     return _planned(teacher, TensorListStudent(f"{name}.state_dict()", "manifest", listed), options), "state_dict"
 
 
-def _check_built_as_planned(plan: Plan, config: dict[str, Any], teacher: dict[str, Any], model_name: str) -> None:
-    """A model is built as its config says. A plan that writes a count of specially built first layers otherwise
-    (DeepSeek's dense `first_k_dense_replace`, following the layer map) describes another model: refused."""
+def _check_built_as_planned(plan: Plan, model_tensors: Iterable[str], config: dict[str, Any], model_name: str) -> None:
+    """A model is built as its config says. A plan that gives other layers a dense MLP than the model has (the
+    student's follow the layer map: DeepSeek's `first_k_dense_replace`, Qwen-MoE's `mlp_only_layers`) describes
+    another model: refused, with the config values that build the planned one."""
     arch = for_model_type(config["model_type"])
-    planned = plan.folder_files.config if plan.folder_files is not None else {}
-    for key in arch.leading_layers if arch is not None else ():
-        if key in planned and planned[key] != config.get(key):
-            raise SpecError(
-                f"{model_name}.config: {key} is {config.get(key)}, but under this layer map {planned[key]} of its "
-                f"layers read the teacher's first {teacher.get(key)} ({key}); build the model with "
-                f"{key}={planned[key]}"
-            )
+    dense = arch.dense_layers if arch is not None else None
+    if arch is None or dense is None:
+        return
+    regexes = [arch.template(p).regex(prefix) for p in sorted(arch.dense_patterns) for prefix in arch.prefixes]
+
+    def dense_layers(names: Iterable[str]) -> list[int]:
+        return sorted({int(m.group("layer")) for n in names for r in regexes if (m := r.match(n))})
+
+    planned, built = dense_layers(t.name for t in plan.written), dense_layers(model_tensors)
+    if planned != built:
+        values = plan.folder_files.config if plan.folder_files is not None else {}
+        settings = ", ".join(f"{k}={json.dumps(values.get(k))}" for k in [dense.key, *dense.also])
+        raise SpecError(
+            f"{model_name}: its layers {compact_ranges(built)} have a dense MLP, but under this layer map the "
+            f"student's {compact_ranges(planned)} do (they read the teacher's); build the model with {settings}"
+        )
 
 
 def _planned(teacher: CheckpointIndex, student: Student, options: PlanOptions) -> Plan:

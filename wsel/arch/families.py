@@ -14,9 +14,11 @@ with its own depth (`text.layers`). A per-layer template belongs to the stack it
 template naming none, such as a norm over a shared `hidden`, to the stack of the other templates of its layer
 group), and each stack's layers are mapped on their own. Unqualified axes (`projection`) are shared.
 
-A model whose first layers are built differently (DeepSeek's first `first_k_dense_replace` layers have a dense
-MLP, the others experts) names that count under `leading_layers`: a student layer is of the kind of the teacher
-layer it reads, so the student's count follows its layer map. `derived_keys` are config keys that restate
+A mixture-of-experts model may give some layers a dense MLP instead (templates over the `dense_mlp` axis):
+DeepSeek its first `first_k_dense_replace`, Qwen-MoE those in `mlp_only_layers` or off its
+`decoder_sparse_step`. `dense_layers` says how a config states them (a count of first layers, or a list of layer
+indices with other keys set so that the list alone decides): a student layer is of the kind of the teacher
+layer it reads, so the student's statement follows its layer map. `derived_keys` are config keys that restate
 other sizes (DeepSeek's `qk_head_dim`); the student's config.json gets them recomputed from its own values.
 
 `in_memory` says how a model object holds tensors that checkpoints store otherwise (transformers 5 fuses a
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.abc import Traversable
+from typing import Any
 
 from wsel.arch.data import data_files, read_document, string_list
 from wsel.axes import AXIS_KINDS, DimLabel, base_axis, kind_of, parse_dim, stack_of
@@ -52,7 +55,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "embeddings": list,
     "in_out_weights": list,
     "layer_lists": list,
-    "leading_layers": list,
+    "dense_layers": (dict, type(None)),
     "derived_keys": dict,
     "in_memory": dict,
     "ignore": list,
@@ -99,6 +102,16 @@ class Template:
 
 
 @dataclass(frozen=True)
+class DenseLayers:
+    """How a config says which layers have a dense MLP: `count` (its first N layers), or `list` (these layer
+    indices) with `also` (other keys set so that the list alone decides: Qwen-MoE's `decoder_sparse_step` 1)."""
+
+    key: str
+    is_count: bool
+    also: dict[str, int]
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: str
     doc: str
@@ -113,7 +126,7 @@ class Architecture:
     embeddings: tuple[str, ...]  # lookup tables: their dims are not inputs of a product (never rescaled)
     in_out_weights: tuple[str, ...]  # weights stored [in, out] (GPT-2 Conv1D); others are [out, in, ...]
     layer_lists: tuple[str, ...]  # config keys holding one entry per layer
-    leading_layers: tuple[str, ...]  # config keys counting the first layers, built differently (dense MLPs)
+    dense_layers: DenseLayers | None  # how a config says which layers have a dense MLP (None: all alike)
     derived_keys: dict[str, str]  # config key → the expression a student's config.json recomputes it from
     in_memory: dict[str, tuple[str, ...]]  # a model object's template → the checkpoint templates it is made of
     ignore: tuple[str, ...]  # teacher tensors (patterns) that are buffers, never written
@@ -123,6 +136,11 @@ class Architecture:
     def stacks(self) -> tuple[str, ...]:
         """The stack qualifiers, one per depth in sizes: `("",)` for one stack, `("text.", "vision.")` for CLIP."""
         return tuple(stack_of(axis) for axis in self.sizes if base_axis(axis) == "layers")
+
+    @property
+    def dense_patterns(self) -> frozenset[str]:
+        """The templates of a dense MLP beside experts (over the `dense_mlp` axis)."""
+        return frozenset(t.pattern for t in self.templates if any("dense_mlp" in d.axes for d in t.dims))
 
     def template(self, pattern: str) -> Template:
         return next(t for t in self.templates if t.pattern == pattern)
@@ -148,7 +166,7 @@ def load_family(path: Traversable) -> Architecture:
         return ArchDataError(f"{path}: {problem}")
 
     doc = read_document(path, _FIELDS)
-    for key in ("model_types", "prefixes", "embeddings", "in_out_weights", "layer_lists", "leading_layers", "ignore"):
+    for key in ("model_types", "prefixes", "embeddings", "in_out_weights", "layer_lists", "ignore"):
         string_list(path, key, doc[key])
     for key, expression in doc["derived_keys"].items():
         try:
@@ -227,12 +245,25 @@ def load_family(path: Traversable) -> Architecture:
         embeddings=tuple(doc["embeddings"]),
         in_out_weights=tuple(doc["in_out_weights"]),
         layer_lists=tuple(doc["layer_lists"]),
-        leading_layers=tuple(doc["leading_layers"]),
+        dense_layers=_dense_layers(doc["dense_layers"], fail),
         derived_keys={str(k): v for k, v in doc["derived_keys"].items()},
         in_memory=in_memory,
         ignore=tuple(doc["ignore"]),
         source=path.name,
     )
+
+
+def _dense_layers(value: dict[str, Any] | None, fail: Callable[[str], ArchDataError]) -> DenseLayers | None:
+    """`{"count": KEY}` or `{"list": KEY, "set": {KEY: INT, ...}}`, checked."""
+    if value is None:
+        return None
+    also = value.get("set", {})
+    if "count" in value and set(value) == {"count"} and isinstance(value["count"], str):
+        return DenseLayers(value["count"], True, {})
+    if set(value) <= {"list", "set"} and isinstance(value.get("list"), str) and isinstance(also, dict):
+        if all(isinstance(k, str) and type(v) is int for k, v in also.items()):
+            return DenseLayers(value["list"], False, dict(also))
+    raise fail('dense_layers: expected {"count": KEY} or {"list": KEY, "set": {KEY: INT}}')
 
 
 def _in_memory_parts(

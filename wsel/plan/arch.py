@@ -7,6 +7,7 @@ selected through the one AxisSelector, so each axis has one index set everywhere
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError, SpecError
 from wsel.hfconfig import apply_sets, derivations, first_value, is_key, read_sizes, size_keys
 from wsel.hffolder import FolderFiles, follow_layer_map, student_config_json, with_dtype
-from wsel.layers import LayerMap, group_strategy, make_layer_map
+from wsel.layers import LayerMap, compact_ranges, group_strategy, make_layer_map
 from wsel.options import PlanOptions
 from wsel.plan.base import Planner, cast_name
 from wsel.plan.model import ExcludedTensor, Plan, WrittenTensor
@@ -100,11 +101,11 @@ class ArchPlanner(Planner):
                     source = self.found.get((template.pattern, teacher_layer, teacher_expert))
                     if source is None and template.pattern in arch.tied:
                         source = self.found.get((arch.tied[template.pattern], None, None))
-                    if source is None and layer == 0 and not arch.leading_layers:
+                    if source is None and layer == 0 and arch.dense_layers is None:
                         # where layers are all built alike, a tensor the teacher keeps in its first layer only is
                         # for every layer (T5's relative_attention_bias): the student's first layer takes it too.
-                        # Where the first layers are built otherwise (`leading_layers`: DeepSeek's dense MLP), such
-                        # a tensor is that kind's, and a student layer reading an expert layer must not get it
+                        # Where layers are of two kinds (`dense_layers`: DeepSeek's dense first layer), such a
+                        # tensor is that kind's, and a student layer reading an expert layer must not get it
                         source = self.found.get((template.pattern, 0, teacher_expert))
                     if source is None:
                         continue  # not part of this checkpoint (optional bias, other head, ...)
@@ -118,7 +119,7 @@ class ArchPlanner(Planner):
         config = student_config_json(self.student.config)
         if "" in self.layer_maps:  # per-layer lists are top-level keys: the unqualified stack's
             config = follow_layer_map(config, arch.layer_lists, self.teacher_config.config, self.layer_maps[""])
-            config = self._leading_layers(config)
+            config = self._dense_layers(config)
         config = self._derived_keys(config)
         if "prediction_layers" in self.keys and self.keys["prediction_layers"] in config:
             config[self.keys["prediction_layers"]] = 0  # the student is written without them
@@ -197,30 +198,38 @@ class ArchPlanner(Planner):
             config = apply_sets(config, [(key, expected)])
         return config
 
-    def _leading_layers(self, config: dict[str, Any]) -> dict[str, Any]:
-        """`config` with each count of specially built first layers (DeepSeek's dense-MLP `first_k_dense_replace`)
-        made to follow the layer map: a student layer is built as the teacher layer it reads. A count the student
-        changed (from the teacher's) that disagrees is refused."""
-        layer_map, config = self.layer_maps[""], dict(config)
-        for key in self.arch.leading_layers:
-            teacher_count, student_count = self.teacher_config.config.get(key), config.get(key)
-            if not isinstance(teacher_count, int) or isinstance(teacher_count, bool):
-                continue
-            # layer maps are increasing, so the student layers that read these are its first ones
-            special = [i for i, t in enumerate(layer_map.kept) if t < teacher_count]
-            if student_count == len(special):
-                continue
-            if student_count != teacher_count:  # the student chose its own count
-                raise PlanError(
-                    f"{self.student.source}: student {key} = {student_count}, but {len(special)} of its layers read "
-                    f"the teacher's first {teacher_count} ({key}); pass --set {key}={len(special)}"
-                )
-            config[key] = len(special)
-            self.warnings.append(
-                f"{key} {teacher_count} → {len(special)}: the student's layers read {len(special)} of the "
-                f"teacher's first {teacher_count}"
+    def _dense_layers(self, config: dict[str, Any]) -> dict[str, Any]:
+        """`config` saying which student layers have a dense MLP (DeepSeek's `first_k_dense_replace`, Qwen-MoE's
+        `mlp_only_layers`): those that read a teacher layer holding a dense MLP's tensors, whatever the layer map.
+        Left as the teacher's, the statement is rewritten (with a warning); changed by the student to something
+        else, refused."""
+        dense = self.arch.dense_layers
+        if dense is None:
+            return config
+        dense_patterns = self.arch.dense_patterns
+        teacher_dense = sorted(
+            {layer for pattern, layer, _ in self.found if pattern in dense_patterns and layer is not None}
+        )
+        students = [i for i, t in enumerate(self.layer_maps[""].kept) if t in teacher_dense]
+        # layer maps are increasing, and a count's dense layers come first: the student's come first too
+        value: int | list[int] = len(students) if dense.is_count else students
+        key, current, teacher = dense.key, config.get(dense.key), self.teacher_config.config
+        if current == value and all(config.get(k) == v for k, v in dense.also.items()):
+            return config
+        if not students and key not in config:
+            return config  # no dense layer, and none said
+        also = "".join(f" --set {k}={v}" for k, v in dense.also.items())
+        if current != teacher.get(key):  # the student chose its own
+            raise PlanError(
+                f"{self.student.source}: student {key} = {json.dumps(current)}, but under this layer map its layers "
+                f"that read dense teacher layers are {compact_ranges(students)}; pass --set {key}={json.dumps(value)}"
+                f"{also}"
             )
-        return config
+        self.warnings.append(
+            f"{key} {json.dumps(current)} → {json.dumps(value)}{also.replace(' --set ', ', ')}: student layers "
+            f"{compact_ranges(students)} read the teacher's dense layers ({compact_ranges(teacher_dense)})"
+        )
+        return {**config, key: value, **dense.also}
 
     def _tensor(
         self, tensor: StudentTensor, source: TensorInfo, template: Template, layer: int | None
