@@ -81,8 +81,8 @@ def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
             "in_memory.{p}norm.weight: its parts must all name {expert} (then its first dim is experts) or none, one "
             "per row block",
         ),
-        ({"dense_layers": {"count": 3}}, 'dense_layers: expected {"count": KEY} or {"list": KEY, "set": {KEY: INT}}'),
-        ({"dense_layers": {"list": "a", "set": {"b": "1"}}}, "dense_layers: expected"),
+        ({"dense_layers": {"count": 3}}, 'dense_layers: expected {"count": KEY} or {"list": KEY, "sparse_step": KEY}'),
+        ({"dense_layers": {"list": "a", "set": {"b": 1}}}, "dense_layers: expected"),
         (
             {"tied": {"lm_head.weight": "nothing"}},
             "tied: 'lm_head.weight' → 'nothing' must both be tensors of this file",

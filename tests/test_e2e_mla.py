@@ -349,8 +349,8 @@ def test_a_dense_layer_count_the_map_contradicts_is_refused(tmp_path: Path, teac
         result.stderr.strip()
         .splitlines()[-1]
         .endswith(
-            "student first_k_dense_replace = 2, but under this layer map its layers that read dense teacher layers "
-            "are 0; pass --set first_k_dense_replace=1"
+            "student first_k_dense_replace = 2 gives layers 0-1 a dense MLP, but under this layer map the layers that "
+            "read dense teacher layers are 0; pass --set first_k_dense_replace=1"
         )
     ), result.stderr
     assert not out.exists()

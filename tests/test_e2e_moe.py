@@ -20,6 +20,8 @@ import transformers as tf
 from conftest import init_report, kept_indices, load_clean, run_cli, set_args
 from safetensors.torch import load_file
 
+from wsel.layers import compact_ranges
+
 VOCAB = 64
 ATTENTION = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4)
 ATTENTION_STUDENT = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2)
@@ -281,28 +283,33 @@ def dense_teacher(folder: Path, name: str) -> tuple[MoeFamily, torch.nn.Module]:
 
 
 @pytest.mark.parametrize(
-    ("name", "layers", "mlp_only_layers"),
+    ("name", "layers", "mlp_only_layers", "written"),
     [
-        ("qwen2_moe", "first", [0]),  # teacher layers 0 (dense), 1
-        ("qwen2_moe", "last", [0]),  # teacher layers 2 (dense), 3
-        ("qwen3_moe", "first", [1]),  # teacher layers 0, 1 (dense)
-        ("qwen3_moe", "last", []),  # teacher layers 2, 3: no dense layer
+        ("qwen2_moe", "first", [0], ([], 2)),  # teacher layers 0 (dense), 1: the teacher's config builds that
+        ("qwen2_moe", "last", [0], ([], 2)),  # teacher layers 2 (dense), 3: so does it here
+        ("qwen2_moe", "0,1,2", [0, 2], ([], 2)),
+        ("qwen2_moe", "1,2", [1], ([1], 1)),  # teacher layers 1, 2 (dense): stated as a list
+        ("qwen3_moe", "first", [1], ([1], 1)),  # teacher layers 0, 1 (dense)
+        ("qwen3_moe", "last", [], ([], 1)),  # teacher layers 2, 3: no dense layer
     ],
 )
-def test_dense_layers_follow_the_layer_map(tmp_path: Path, name: str, layers: str, mlp_only_layers: list[int]) -> None:
-    """A student layer has a dense MLP exactly when the teacher layer it reads has one: the student's config
-    lists them in mlp_only_layers, with decoder_sparse_step 1 so that the list alone decides."""
+def test_dense_layers_follow_the_layer_map(
+    tmp_path: Path, name: str, layers: str, mlp_only_layers: list[int], written: tuple[list[int], int]
+) -> None:
+    """A student layer has a dense MLP exactly when the teacher layer it reads has one: the student's config is
+    kept when it already builds those, else lists them in mlp_only_layers with decoder_sparse_step 1."""
     family, _ = dense_teacher(tmp_path / "teacher", name)
     out = tmp_path / "student"
-    report = init_report(tmp_path / "teacher", out, *set_args(family.student), "--layers", layers)
-    written = json.loads((out / "config.json").read_text())
-    assert (written["mlp_only_layers"], written["decoder_sparse_step"]) == (mlp_only_layers, 1)
+    student = {**family.student, "num_hidden_layers": len(layers.split(",")) if "," in layers else 2}
+    report = init_report(tmp_path / "teacher", out, *set_args(student), "--layers", layers)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["mlp_only_layers"], config["decoder_sparse_step"]) == written
     model = load_clean(family.model_class, out)
     assert [i for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "gate_proj")] == mlp_only_layers
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=input_ids()).logits).all()
-    sparse = {(): "0-1", (0,): "1", (1,): "0"}[tuple(mlp_only_layers)]  # the student layers keeping experts
-    assert [m["layers"] for m in report["expert_maps"]] == [sparse]
+    sparse = [i for i in range(student["num_hidden_layers"]) if i not in mlp_only_layers]  # keeping experts
+    assert [m["layers"] for m in report["expert_maps"]] == [compact_ranges(sparse)]
     verified = run_cli("verify", "--teacher", tmp_path / "teacher", "--student", out)
     assert verified.exit_code == 0, verified.stdout + verified.stderr
 
@@ -331,8 +338,8 @@ def test_a_dense_layer_list_the_map_contradicts_is_refused(tmp_path: Path) -> No
         result.stderr.strip()
         .splitlines()[-1]
         .endswith(
-            "student mlp_only_layers = [0], but under this layer map its layers that read dense teacher layers are "
-            "none; pass --set mlp_only_layers=[] --set decoder_sparse_step=1"
+            "student mlp_only_layers = [0], decoder_sparse_step = 1 gives layers 0 a dense MLP, but under this layer "
+            "map the layers that read dense teacher layers are none; pass --set 'mlp_only_layers=[]'"
         )
     ), result.stderr
     assert not out.exists()

@@ -407,8 +407,8 @@ def test_a_model_built_with_other_dense_layers_than_the_plan_is_refused(tmp_path
     with pytest.raises(wsel.SpecError) as error:
         wsel.select_into(model, tmp_path / "teacher", layers="last")
     assert str(error.value) == (
-        "DeepseekV3ForCausalLM: its layers 0 have a dense MLP, but under this layer map the student's none do (they "
-        "read the teacher's); build the model with first_k_dense_replace=0"
+        "DeepseekV3ForCausalLM: its layers with a dense MLP are 0, but under this layer map the student's are none "
+        "(those reading the teacher's); build the model with first_k_dense_replace=0"
     )
     assert_same_tensors(model.state_dict(), before)  # untouched
     config.first_k_dense_replace = 0
@@ -416,21 +416,55 @@ def test_a_model_built_with_other_dense_layers_than_the_plan_is_refused(tmp_path
     assert wsel.select_into(model, tmp_path / "teacher", layers="last")["left_to_init"] == []
 
 
-def test_a_model_with_the_planned_dense_layers_is_filled_whatever_its_config_says(tmp_path: Path) -> None:
-    """A Qwen2-MoE teacher with every other layer dense (decoder_sparse_step 2): a 2-layer model built from the
-    teacher's config has layer 0 dense, as the plan has it (which wsel init states as mlp_only_layers [0],
-    decoder_sparse_step 1): filled, equal to from_pretrained of the folder wsel init writes."""
+@pytest.mark.parametrize(
+    ("depth", "stated", "exclude"),
+    [
+        (2, {}, []),  # the teacher's config (decoder_sparse_step 2): layer 0 dense, as planned
+        (3, {"mlp_only_layers": [0, 2]}, []),  # stated otherwise than the teacher, building the same layers
+        (3, {}, ["*.mlp.gate_proj.weight"]),  # the dense layers' gate left to the model's own init
+    ],
+)
+def test_a_model_with_the_planned_dense_layers_is_filled_whatever_its_config_says(
+    tmp_path: Path, depth: int, stated: dict, exclude: list[str]
+) -> None:
+    """A Qwen2-MoE teacher with every other layer dense (decoder_sparse_step 2): a model whose dense layers are
+    the plan's is filled, however its config states them (wsel init keeps a config that builds them), and equals
+    from_pretrained of the folder wsel init writes."""
     family, _ = test_e2e_moe.dense_teacher(tmp_path / "teacher", "qwen2_moe")
+    sizes = {**family.student, "num_hidden_layers": depth, **stated}
     out = tmp_path / "student"
-    assert run_cli("init", "-t", tmp_path / "teacher", "-o", out, "-q", *set_args(family.student)).exit_code == 0
-    expected = family.model_class.from_pretrained(out)
+    excludes = [arg for pattern in exclude for arg in ("--exclude", pattern)]
+    assert run_cli("init", "-t", tmp_path / "teacher", "-o", out, "-q", *set_args(sizes), *excludes).exit_code == 0
+    expected = family.model_class.from_pretrained(out).state_dict()
     config = family.config_class.from_pretrained(tmp_path / "teacher")
-    for key, value in family.student.items():
+    for key, value in sizes.items():
         setattr(config, key, value)
-    assert (config.decoder_sparse_step, config.mlp_only_layers) == (2, [])
+    torch.manual_seed(5)
     model = family.model_class(config)
-    wsel.select_into(model, tmp_path / "teacher")
-    assert_same_tensors(model.state_dict(), expected.state_dict())
+    own = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("mlp.gate_proj.weight")}
+    report = wsel.select_into(model, tmp_path / "teacher", exclude=exclude)
+    state = model.state_dict()
+    if exclude:  # left as the model has them (from_pretrained initialized its own)
+        assert sorted(n for n in report["left_to_init"] if "gate_proj" in n) == sorted(own)
+        for name in own:
+            assert torch.equal(state[name], own[name])
+            expected[name] = own[name]
+    assert_same_tensors(state, expected)
+
+
+def test_a_model_stating_other_dense_layers_is_told_how_to_build_it(tmp_path: Path) -> None:
+    """Qwen3-MoE teacher with layer 1 dense; a 2-layer model stating layer 0 instead: refused, said as this API
+    says it (the model's config, not --set)."""
+    family, _ = test_e2e_moe.dense_teacher(tmp_path / "teacher", "qwen3_moe")
+    config = family.config_class.from_pretrained(tmp_path / "teacher")
+    for key, value in {**family.student, "mlp_only_layers": [0]}.items():
+        setattr(config, key, value)
+    with pytest.raises(wsel.PlanError) as error:
+        wsel.select_into(family.model_class(config), tmp_path / "teacher")
+    assert str(error.value).endswith(
+        "student mlp_only_layers = [0], decoder_sparse_step = 1 gives layers 0 a dense MLP, but under this layer "
+        "map the layers that read dense teacher layers are 1; build the model with mlp_only_layers=[1]"
+    ), str(error.value)
 
 
 def test_moe_select_into_from_a_fused_teacher(tmp_path: Path) -> None:

@@ -262,26 +262,31 @@ def _check_built_as_planned(plan: Plan, model_tensors: Iterable[str], config: di
     def dense_layers(names: Iterable[str]) -> list[int]:
         return sorted({int(m.group("layer")) for n in names for r in regexes if (m := r.match(n))})
 
-    planned, built = dense_layers(t.name for t in plan.written), dense_layers(model_tensors)
+    planned = dense_layers([*(t.name for t in plan.written), *(t.name for t in plan.excluded)])
+    built = dense_layers(model_tensors)
     if planned != built:
-        values = plan.folder_files.config if plan.folder_files is not None else {}
-        settings = ", ".join(f"{k}={json.dumps(values.get(k))}" for k in [dense.key, *dense.also])
+        settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in dense.statement(planned).items())
         raise SpecError(
-            f"{model_name}: its layers {compact_ranges(built)} have a dense MLP, but under this layer map the "
-            f"student's {compact_ranges(planned)} do (they read the teacher's); build the model with {settings}"
+            f"{model_name}: its layers with a dense MLP are {compact_ranges(built)}, but under this layer map the "
+            f"student's are {compact_ranges(planned)} (those reading the teacher's); build the model with {settings}"
         )
 
 
 def _planned(teacher: CheckpointIndex, student: Student, options: PlanOptions) -> Plan:
-    """`make_plan`, with the command line's `--exclude 'NAME'` in messages said as this API says it."""
+    """`make_plan`, with the command line's `--exclude 'NAME'` in messages said as this API says it, and its
+    `pass --set K=V` as building the model so: a model's config is the student's."""
     try:
         return make_plan(teacher, student, options)
     except WselError as e:
         text = _EXCLUDE_FLAG.sub(lambda m: f"exclude=[{m.group(1)!r}]", str(e))
+        text = _SET_FLAG.sub(
+            lambda m: m.group(1) or m.group(2), text.replace("pass --set ", "build the model with --set ")
+        )
         raise type(e)(text) from None
 
 
 _EXCLUDE_FLAG = re.compile(r"--exclude '([^']*)'")
+_SET_FLAG = re.compile(r"--set (?:'([^']*)'|(\S+))")
 
 
 def _fit(plan: Plan, student: _Student, unsaved: set[str], model_name: str) -> Plan:

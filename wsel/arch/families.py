@@ -104,11 +104,28 @@ class Template:
 @dataclass(frozen=True)
 class DenseLayers:
     """How a config says which layers have a dense MLP: `count` (its first N layers), or `list` (these layer
-    indices) with `also` (other keys set so that the list alone decides: Qwen-MoE's `decoder_sparse_step` 1)."""
+    indices) and, with `sparse_step`, also every layer i with (i + 1) % step != 0 (Qwen-MoE's
+    `decoder_sparse_step`), as transformers builds them."""
 
     key: str
     is_count: bool
-    also: dict[str, int]
+    sparse_step: str | None = None
+
+    def built(self, config: dict[str, Any], depth: int) -> list[int]:
+        """The layers of a `depth`-layer model that `config` gives a dense MLP."""
+        value = config.get(self.key)
+        if self.is_count:
+            return list(range(min(value, depth))) if type(value) is int else []
+        listed = set(value) if isinstance(value, list) else set()
+        step = config.get(self.sparse_step) if self.sparse_step else None
+        step = step if type(step) is int and step > 0 else 1
+        return [i for i in range(depth) if i in listed or (i + 1) % step != 0]
+
+    def statement(self, layers: list[int]) -> dict[str, Any]:
+        """The config values that give exactly `layers` a dense MLP (for a count: the first len(layers))."""
+        if self.is_count:
+            return {self.key: len(layers)}
+        return {self.key: layers, **({self.sparse_step: 1} if self.sparse_step else {})}
 
 
 @dataclass(frozen=True)
@@ -254,16 +271,15 @@ def load_family(path: Traversable) -> Architecture:
 
 
 def _dense_layers(value: dict[str, Any] | None, fail: Callable[[str], ArchDataError]) -> DenseLayers | None:
-    """`{"count": KEY}` or `{"list": KEY, "set": {KEY: INT, ...}}`, checked."""
+    """`{"count": KEY}` or `{"list": KEY}` (and optionally `"sparse_step": KEY`), checked."""
     if value is None:
         return None
-    also = value.get("set", {})
-    if "count" in value and set(value) == {"count"} and isinstance(value["count"], str):
-        return DenseLayers(value["count"], True, {})
-    if set(value) <= {"list", "set"} and isinstance(value.get("list"), str) and isinstance(also, dict):
-        if all(isinstance(k, str) and type(v) is int for k, v in also.items()):
-            return DenseLayers(value["list"], False, dict(also))
-    raise fail('dense_layers: expected {"count": KEY} or {"list": KEY, "set": {KEY: INT}}')
+    if set(value) == {"count"} and isinstance(value["count"], str):
+        return DenseLayers(value["count"], True)
+    step = value.get("sparse_step")
+    if set(value) <= {"list", "sparse_step"} and isinstance(value.get("list"), str) and isinstance(step, str | None):
+        return DenseLayers(value["list"], False, step)
+    raise fail('dense_layers: expected {"count": KEY} or {"list": KEY, "sparse_step": KEY}')
 
 
 def _in_memory_parts(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -199,37 +200,38 @@ class ArchPlanner(Planner):
         return config
 
     def _dense_layers(self, config: dict[str, Any]) -> dict[str, Any]:
-        """`config` saying which student layers have a dense MLP (DeepSeek's `first_k_dense_replace`, Qwen-MoE's
-        `mlp_only_layers`): those that read a teacher layer holding a dense MLP's tensors, whatever the layer map.
-        Left as the teacher's, the statement is rewritten (with a warning); changed by the student to something
-        else, refused."""
+        """`config` giving a dense MLP to exactly the student layers that read a teacher layer holding one (DeepSeek's
+        `first_k_dense_replace`, Qwen-MoE's `mlp_only_layers` and `decoder_sparse_step`), whatever the layer map.
+        A config that already builds them is kept as it is; one left as the teacher's is rewritten (with a
+        warning); one the student changed to build others is refused."""
         dense = self.arch.dense_layers
         if dense is None:
             return config
-        dense_patterns = self.arch.dense_patterns
-        teacher_dense = sorted(
-            {layer for pattern, layer, _ in self.found if pattern in dense_patterns and layer is not None}
-        )
-        students = [i for i, t in enumerate(self.layer_maps[""].kept) if t in teacher_dense]
-        # layer maps are increasing, and a count's dense layers come first: the student's come first too
-        value: int | list[int] = len(students) if dense.is_count else students
-        key, current, teacher = dense.key, config.get(dense.key), self.teacher_config.config
-        if current == value and all(config.get(k) == v for k, v in dense.also.items()):
+        patterns = self.arch.dense_patterns
+        teacher_dense = sorted({layer for pattern, layer, _ in self.found if pattern in patterns and layer is not None})
+        kept = self.layer_maps[""].kept
+        # layer maps are increasing, so when the teacher's dense layers come first the student's do too
+        students = [i for i, t in enumerate(kept) if t in teacher_dense]
+        built = dense.built(config, len(kept))
+        if built == students:
             return config
-        if not students and key not in config:
-            return config  # no dense layer, and none said
-        also = "".join(f" --set {k}={v}" for k, v in dense.also.items())
-        if current != teacher.get(key):  # the student chose its own
+        wanted, teacher = dense.statement(students), self.teacher_config.config
+        said = {k: config.get(k) for k in wanted}
+        if any(said[k] != teacher.get(k) for k in wanted):  # the student stated its own
+            stated = ", ".join(f"{k} = {_compact_json(v)}" for k, v in said.items())
+            fix = " ".join(f"--set {shlex.quote(f'{k}={_compact_json(v)}')}" for k, v in wanted.items() if v != said[k])
             raise PlanError(
-                f"{self.student.source}: student {key} = {json.dumps(current)}, but under this layer map its layers "
-                f"that read dense teacher layers are {compact_ranges(students)}; pass --set {key}={json.dumps(value)}"
-                f"{also}"
+                f"{self.student.source}: student {stated} gives layers {compact_ranges(built)} a dense MLP, but under "
+                f"this layer map the layers that read dense teacher layers are {compact_ranges(students)}; pass {fix}"
             )
-        self.warnings.append(
-            f"{key} {json.dumps(current)} → {json.dumps(value)}{also.replace(' --set ', ', ')}: student layers "
-            f"{compact_ranges(students)} read the teacher's dense layers ({compact_ranges(teacher_dense)})"
+        changes = ", ".join(
+            f"{k} {_compact_json(said[k])} → {_compact_json(v)}" for k, v in wanted.items() if v != said[k]
         )
-        return {**config, key: value, **dense.also}
+        self.warnings.append(
+            f"{changes}: student layers {compact_ranges(students)} read the teacher's dense layers "
+            f"({compact_ranges(teacher_dense)})"
+        )
+        return {**config, **wanted}
 
     def _tensor(
         self, tensor: StudentTensor, source: TensorInfo, template: Template, layer: int | None
@@ -366,3 +368,8 @@ def _view(values: dict[str, V], stack: str, shared: bool) -> dict[str, V]:
         for k, v in values.items()
         if stack_of(k) == stack or not stack_of(k) and (shared or stack + k not in values)
     }
+
+
+def _compact_json(value: Any) -> str:
+    """A config value as `--set` takes it: `[0,2]`, `null`, `3`."""
+    return json.dumps(value, separators=(",", ":"))
