@@ -338,7 +338,7 @@ def test_a_dense_layer_list_the_map_contradicts_is_refused(tmp_path: Path) -> No
         result.stderr.strip()
         .splitlines()[-1]
         .endswith(
-            "student mlp_only_layers = [0], decoder_sparse_step = 1 gives layers 0 a dense MLP, but under this layer "
+            "student mlp_only_layers = [0], decoder_sparse_step = 1 gives layer 0 a dense MLP, but under this layer "
             "map the layers that read dense teacher layers are none; pass --set 'mlp_only_layers=[]'"
         )
     ), result.stderr

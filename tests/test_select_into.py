@@ -462,7 +462,7 @@ def test_a_model_stating_other_dense_layers_is_told_how_to_build_it(tmp_path: Pa
     with pytest.raises(wsel.PlanError) as error:
         wsel.select_into(family.model_class(config), tmp_path / "teacher")
     assert str(error.value).endswith(
-        "student mlp_only_layers = [0], decoder_sparse_step = 1 gives layers 0 a dense MLP, but under this layer "
+        "student mlp_only_layers = [0], decoder_sparse_step = 1 gives layer 0 a dense MLP, but under this layer "
         "map the layers that read dense teacher layers are 1; build the model with mlp_only_layers=[1]"
     ), str(error.value)
 

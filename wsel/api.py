@@ -141,7 +141,9 @@ def search_students(
     # the search counts every layer as one shape, and sets no latent ranks
     two_kinds = arch.dense_layers is not None and any(axis.startswith("dense_mlp[") for axis in teacher_plan.axes)
     if two_kinds or "kv_lora" in arch.sizes:
-        why = f"layers of two kinds: {arch.dense_layers.key}" if two_kinds and arch.dense_layers else "latent ranks"
+        dense = arch.dense_layers
+        named = ", ".join(k for k in (dense.key, dense.sparse_step) if k) if dense else ""
+        why = f"layers of two kinds: {named}" if two_kinds else "latent ranks"
         raise PlanError(
             f"{t_config.source}: --target-params does not search {arch.name} students ({why}); give the student's "
             "sizes with --set instead"

@@ -162,5 +162,6 @@ def student_from_config(
     teacher's with the overrides."""
     if given is None:
         described = " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sets)  # as typed
-        return ConfigStudent(f"{teacher.source} with --set {described}", derive_config(teacher.config, sets), teacher)
+        source = f"{teacher.source} with --set {described}" if sets else teacher.source
+        return ConfigStudent(source, derive_config(teacher.config, sets), teacher)
     return ConfigStudent(given.source, apply_sets(given.config, sets) if sets else given.config, teacher)

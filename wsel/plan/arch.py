@@ -221,7 +221,7 @@ class ArchPlanner(Planner):
             stated = ", ".join(f"{k} = {_compact_json(v)}" for k, v in said.items())
             fix = " ".join(f"--set {shlex.quote(f'{k}={_compact_json(v)}')}" for k, v in wanted.items() if v != said[k])
             raise PlanError(
-                f"{self.student.source}: student {stated} gives layers {compact_ranges(built)} a dense MLP, but under "
+                f"{self.student.source}: student {stated} gives {_layers(built)} a dense MLP, but under "
                 f"this layer map the layers that read dense teacher layers are {compact_ranges(students)}; pass {fix}"
             )
         changes = ", ".join(
@@ -368,6 +368,13 @@ def _view(values: dict[str, V], stack: str, shared: bool) -> dict[str, V]:
         for k, v in values.items()
         if stack_of(k) == stack or not stack_of(k) and (shared or stack + k not in values)
     }
+
+
+def _layers(indices: list[int]) -> str:
+    """`layers 0-1`, `layer 2`, `no layer`."""
+    return (
+        f"layer {indices[0]}" if len(indices) == 1 else f"layers {compact_ranges(indices)}" if indices else "no layer"
+    )
 
 
 def _compact_json(value: Any) -> str:
