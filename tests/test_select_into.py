@@ -467,6 +467,27 @@ def test_a_model_stating_other_dense_layers_is_told_how_to_build_it(tmp_path: Pa
     ), str(error.value)
 
 
+def test_what_is_left_of_a_fused_tensor_is_named_as_the_model_names_it(tmp_path: Path) -> None:
+    """Expert 1's tensors excluded: the fused tensors holding them are reported left to init under the model's
+    names, expert 1's rows keep the model's values, expert 0's hold the selection."""
+    build, family = MOE_FAMILIES["mixtral"]
+    build(tmp_path / "teacher", family)
+    assert (
+        run_cli("init", "-t", tmp_path / "teacher", "-o", tmp_path / "s", "-q", *set_args(family.student)).exit_code
+        == 0
+    )
+    expected = family.model_class.from_pretrained(tmp_path / "s").state_dict()
+    model = family.model_class(family.config_class.from_pretrained(tmp_path / "s"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = wsel.select_into(model, tmp_path / "teacher", exclude=["*.experts.1.*"])
+    fused = [f"model.layers.{i}.mlp.experts.{p}" for i in (0, 1) for p in ("gate_up_proj", "down_proj")]
+    assert sorted(report["left_to_init"]) == sorted(fused)
+    state = model.state_dict()
+    for name in fused:
+        assert torch.equal(state[name][1], before[name][1])  # expert 1: as the model had it
+        assert torch.equal(state[name][0], expected[name][0])  # expert 0: selected
+
+
 def test_moe_select_into_from_a_fused_teacher(tmp_path: Path) -> None:
     """A teacher stored fused, as transformers holds it: the model's fused tensors are planned as they are."""
     family = test_e2e_moe.FAMILIES["qwen2_moe"]

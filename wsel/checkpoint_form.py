@@ -20,11 +20,13 @@ from wsel.checkpoint.index import CheckpointIndex
 
 def checkpoint_form(
     state: Mapping[str, torch.Tensor], arch: Architecture | None, teacher: CheckpointIndex
-) -> dict[str, torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """`state` with each tensor the model holds in another form than the teacher stores (the family's
     `in_memory`) replaced by views under the teacher's names: `mlp.experts.gate_up_proj` [experts, 2 * mlp,
-    hidden] by `mlp.experts.{j}.gate_proj.weight` = [j, :mlp] and `...up_proj.weight` = [j, mlp:], for each j."""
+    hidden] by `mlp.experts.{j}.gate_proj.weight` = [j, :mlp] and `...up_proj.weight` = [j, mlp:], for each j;
+    and each view's name → the name of the model tensor it is part of."""
     result: dict[str, torch.Tensor] = {}
+    part_of: dict[str, str] = {}
     forms = _stored_otherwise(arch, teacher) if arch is not None else []
     for name, tensor in state.items():
         match = next(((prefix, parts, m) for prefix, model, parts in forms if (m := model.match(name))), None)
@@ -35,14 +37,17 @@ def checkpoint_form(
         layer = int(m.group("layer")) if "layer" in m.groupdict() else None
         if parts[0].per_expert:  # [experts, rows of each part..., ...]
             rows = tensor.shape[1] // len(parts)
-            for expert in range(tensor.shape[0]):
-                for k, part in enumerate(parts):
-                    result[part.name(prefix, layer, expert)] = tensor[expert, k * rows : (k + 1) * rows]
+            views = {
+                part.name(prefix, layer, expert): tensor[expert, k * rows : (k + 1) * rows]
+                for expert in range(tensor.shape[0])
+                for k, part in enumerate(parts)
+            }
         else:  # [rows of each part..., ...]
             rows = tensor.shape[0] // len(parts)
-            for k, part in enumerate(parts):
-                result[part.name(prefix, layer)] = tensor[k * rows : (k + 1) * rows]
-    return result
+            views = {part.name(prefix, layer): tensor[k * rows : (k + 1) * rows] for k, part in enumerate(parts)}
+        result.update(views)
+        part_of.update(dict.fromkeys(views, name))
+    return result, part_of
 
 
 def _stored_otherwise(

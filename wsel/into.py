@@ -99,7 +99,7 @@ def select_into(
     meta = _on_meta(model)
     config = _model_config(model)
     arch = for_model_type(config["model_type"]) if config is not None else None
-    state = checkpoint_form(state, arch, teacher)
+    state, part_of = checkpoint_form(state, arch, teacher)
     student = _Student(dict(state), _aliases(state, teacher))
     unsaved = [n for n, _ in model.named_buffers(remove_duplicate=False) if n not in state]  # non-persistent
     plan, plan_kind = _plan_module(model, student, teacher, options, plan_from, teacher_config)
@@ -107,7 +107,8 @@ def select_into(
     for t in plan.written:
         _target_dtype(t.name, student.tensors[t.name])  # refused now, not after other tensors were filled
     filled = _written_into(plan, student)
-    left = [n for n in student.tensors if n not in filled]
+    # the model's own names: a fused tensor any of whose views is not filled
+    left = list(dict.fromkeys(part_of.get(n, n) for n in student.tensors if n not in filled))
     init: Init | None = None
     if meta:
         left += unsaved  # non-persistent buffers: only the model's init can compute them again
@@ -116,7 +117,7 @@ def select_into(
         with torch.device("cpu"):  # a caller still inside `with torch.device("meta")` gets real values too
             for call in calls:
                 call()
-        state = checkpoint_form(model.state_dict(keep_vars=True), arch, teacher)
+        state, _ = checkpoint_form(model.state_dict(keep_vars=True), arch, teacher)
         student = _Student(dict(state), student.aliases)
     before = replace(plan.teacher.traffic())
     bytes_read, tensor_bytes, casts = _fill(plan, student.tensors, on_progress, block_bytes)
