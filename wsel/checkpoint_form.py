@@ -56,8 +56,8 @@ def _stored_otherwise(
     """(prefix, the model tensor's pattern, its parts) for each `in_memory` entry the teacher stores as its parts."""
     forms = []
     for pattern, parts in arch.in_memory.items():
+        templates = [arch.template(p) for p in parts]
         for prefix in arch.prefixes:
-            templates = [arch.template(p) for p in parts]
             stored = templates[0].regex(prefix)
             if any(stored.match(n) for n in teacher.tensors):
                 forms.append((prefix, arch.template(pattern).regex(prefix), templates))

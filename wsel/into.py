@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from wsel import provenance, report
-from wsel.arch import for_model_type
+from wsel.arch import Architecture, for_model_type
 from wsel.checkpoint.dtypes import DTYPES
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.checkpoint.reader import DEFAULT_BLOCK_BYTES, Chunk, TensorReader
@@ -102,7 +102,7 @@ def select_into(
     state, part_of = checkpoint_form(state, arch, teacher)
     student = _Student(dict(state), _aliases(state, teacher))
     unsaved = [n for n, _ in model.named_buffers(remove_duplicate=False) if n not in state]  # non-persistent
-    plan, plan_kind = _plan_module(model, student, teacher, options, plan_from, teacher_config)
+    plan, plan_kind = _plan_module(model, config, arch, student, teacher, options, plan_from, teacher_config)
     plan = _fit(plan, student, set(unsaved), name)
     for t in plan.written:
         _target_dtype(t.name, student.tensors[t.name])  # refused now, not after other tensors were filled
@@ -223,6 +223,8 @@ def _model_config(model: nn.Module) -> dict[str, Any] | None:
 
 def _plan_module(
     model: nn.Module,
+    model_config: dict[str, Any] | None,
+    arch: Architecture | None,
     student: _Student,
     teacher: CheckpointIndex,
     options: PlanOptions,
@@ -230,7 +232,7 @@ def _plan_module(
     teacher_config: Callable[[], TeacherConfig | None],
 ) -> tuple[Plan, Literal["config", "state_dict"]]:
     name = type(model).__name__
-    config = _model_config(model) if plan_from != "state_dict" else None
+    config = model_config if plan_from != "state_dict" else None
     t_config = teacher_config() if config is not None else None
     if config is not None and t_config is not None:
         t_type = t_config.config.get("model_type")
@@ -241,7 +243,7 @@ def _plan_module(
             )
         given = StudentConfig(f"{name}.config", config)
         plan = _planned(teacher, student_from_config(given, t_config, []), options)
-        _check_built_as_planned(plan, student.tensors, config, name)
+        _check_built_as_planned(plan, student.tensors, arch, name)
         return plan, "config"
     if plan_from == "config":
         missing = "the model has no Hugging Face config" if config is None else "the teacher has no config.json"
@@ -250,11 +252,12 @@ def _plan_module(
     return _planned(teacher, TensorListStudent(f"{name}.state_dict()", "manifest", listed), options), "state_dict"
 
 
-def _check_built_as_planned(plan: Plan, model_tensors: Iterable[str], config: dict[str, Any], model_name: str) -> None:
+def _check_built_as_planned(
+    plan: Plan, model_tensors: Iterable[str], arch: Architecture | None, model_name: str
+) -> None:
     """A model is built as its config says. A plan that gives other layers a dense MLP than the model has (the
     student's follow the layer map: DeepSeek's `first_k_dense_replace`, Qwen-MoE's `mlp_only_layers`) describes
     another model: refused, with the config values that build the planned one."""
-    arch = for_model_type(config["model_type"])
     dense = arch.dense_layers if arch is not None else None
     if arch is None or dense is None:
         return

@@ -316,11 +316,10 @@ class ArchPlanner(Planner):
         multi-token-prediction layers, `num_nextn_predict_layers`): not part of the model transformers builds, so
         never read; the report notes them."""
         extra = self.t_sizes.get("prediction_layers", 0)
-        group = next((t.group for t in self.arch.templates if t.per_layer and not t.stack), None)
-        if not extra or group is None:
+        if not extra or "" not in self.arch.stacks:
             return lambda name: False
         depth = self.t_sizes["layers"]
-        layer = re.compile(rf"^{re.escape(group.replace('{p}', self.prefix))}\.([0-9]{{1,9}})\.")
+        layer = re.compile(rf"^{re.escape(self._group(''))}\.([0-9]{{1,9}})\.")
         key = self.keys["prediction_layers"]
         if any(depth <= int(m.group(1)) < depth + extra for n in self.teacher.tensors if (m := layer.match(n))):
             last = f"-{depth + extra - 1}" if extra > 1 else ""
@@ -330,12 +329,7 @@ class ArchPlanner(Planner):
     def _layer_maps(self) -> dict[str, LayerMap]:
         """Stack → its layer map, each stack's layers mapped on their own (explicit `--layers` lists: one per
         group, `;`-separated in sorted group order)."""
-        groups = {}
-        for stack in self.arch.stacks:
-            pattern = next(
-                (t.pattern for t in self.arch.templates if t.per_layer and t.stack == stack), "layers.{layer}."
-            )
-            groups[stack] = pattern.replace("{p}", self.prefix).split(".{layer}")[0]
+        groups = {stack: self._group(stack) for stack in self.arch.stacks}
         maps = {}
         for stack, group in groups.items():
             students, teachers = (
@@ -347,6 +341,11 @@ class ArchPlanner(Planner):
                 strategy = group_strategy(strategy, sorted(groups.values()), group)
             maps[stack] = make_layer_map(group, students, teachers, strategy)
         return maps
+
+    def _group(self, stack: str) -> str:
+        """The name of a stack's layer group in the teacher (`model.layers`, `encoder.block`)."""
+        group = next((t.group for t in self.arch.templates if t.per_layer and t.stack == stack), "layers")
+        return group.replace("{p}", self.prefix)
 
     def _ties(self) -> bool:
         """Whether the student ties its output embedding: its config says so, else the teacher's, else

@@ -22,6 +22,7 @@ import numpy as np
 
 from wsel.checkpoint.index import CheckpointIndex
 from wsel.errors import PlanError, SpecError
+from wsel.hfconfig import apply_sets
 from wsel.hffolder import FolderFiles, student_config_json, with_dtype
 from wsel.layers import LayerMap, find_layer
 from wsel.options import PlanOptions
@@ -181,7 +182,7 @@ class ConfigPlanner:
                 )
             if kept:
                 (layers,) = kept
-                config = _set_dotted(config, key, [values[i] for i in layers])
+                config = apply_sets(config, [(key, [values[i] for i in layers])])
                 self.checks.append(f"config: {key} follows the kept layers ({len(layers)} of {len(values)})")
         return config
 
@@ -195,14 +196,6 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             result[f"{prefix}{key}"] = value
     return result
-
-
-def _set_dotted(config: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """A copy of `config` with the dotted `key` set (the nested objects on its way copied)."""
-    first, _, rest = key.partition(".")
-    if not rest:
-        return config | {first: value}
-    return config | {first: _set_dotted(dict(config[first]), rest, value)}
 
 
 def _words(name: str) -> set[str]:

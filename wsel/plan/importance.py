@@ -161,7 +161,8 @@ def _factor_size(factor: str, sizes: dict[str, int]) -> int:
     if factor in sizes:
         return sizes[factor]
     if is_group(factor):
-        return group_label(factor).size({f: _factor_size(f, sizes) for f in group_label(factor).axes})
+        inner = group_label(factor)
+        return inner.size({f: _factor_size(f, sizes) for f in inner.axes})
     size = literal_size(factor)
     if size is None:
         raise ValueError(f"axis {factor!r} has no recorded size")
